@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` runs the demo pipelines, `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: demo test up stop bench lm-bench system-deps clean
+
+$(STAMP):
+	@echo "[lm-insights] installing pinned requirements into $(VENV) (about 2 minutes on a fresh machine)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --progress-bar off --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+# Redis (the Celery broker of the two-queue test) and Chromium (the browser check) come from Debian.
+system-deps:
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
+	  echo "[lm-insights] installing redis-server and chromium with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium; }
+
+demo: $(STAMP)
+	$(VENV)/bin/lm-insights demo
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -ra
+
+up: $(STAMP)
+	$(VENV)/bin/lm-insights up
+
+stop: $(STAMP)
+	$(VENV)/bin/lm-insights stop
+
+bench: $(STAMP)
+	$(PY) -m lm_insights.bench
+
+lm-bench: $(STAMP)
+	$(PY) -m lm_engine bench
+
+clean: stop
+	rm -rf .local

@@ -1,0 +1,15 @@
+"""
+# LM insight pipelines
+
+One DAG per spec in `dags/pipelines/*.yaml`: extract a daily partition of a warehouse table, validate it with
+Great Expectations, turn each row into text, run the `lm_engine` Transformer, and load insight tables into
+PostgreSQL. Add a pipeline by adding a YAML file; see the README for every field.
+"""
+
+from pathlib import Path
+
+from lm_insights.airflow_dag import build_dag
+from lm_insights.spec import load_specs
+
+for _spec in load_specs(Path(__file__).parent / "pipelines"):
+    globals()[_spec.name] = build_dag(_spec)

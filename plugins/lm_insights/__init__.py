@@ -1,0 +1,1 @@
+"""LM Insights Platform: warehouse rows -> text -> lm_engine -> insight tables in PostgreSQL."""

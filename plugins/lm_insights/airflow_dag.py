@@ -1,0 +1,223 @@
+"""The Airflow-facing side: one DAG per pipeline spec, each task a thin call into a plain step module.
+
+Heavy imports (torch, lm_engine, great_expectations, pandas) happen inside the tasks, never at parse time.
+Data moves between tasks through staging tables; XCom carries only small dicts of counts and timings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from airflow.sdk import DAG, Asset, BaseHook, Param, TriggerRule, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from lm_insights.partition import Partition
+from lm_insights.spec import PipelineSpec
+
+MAX_SHARDS = 64
+
+
+def conninfo_for(conn_id: str) -> str:
+    """libpq conninfo of an Airflow connection (host may be a unix socket directory)."""
+    from psycopg.conninfo import make_conninfo
+
+    conn = BaseHook.get_connection(conn_id)
+    return make_conninfo(host=conn.host or None, port=conn.port or None, dbname=conn.schema or None,
+                         user=conn.login or None, password=conn.password or None)
+
+
+def insight_asset(spec: PipelineSpec) -> Asset:
+    """The Asset a pipeline's load updates: downstream DAGs schedule on it."""
+    return Asset(name=f"{spec.sink.schema_}.{spec.name}", uri=f"lm-insights://{spec.sink.schema_}/{spec.name}",
+                 group="lm_insights")
+
+
+def pipeline_params(spec: PipelineSpec) -> dict[str, Param]:
+    """Params of the trigger form; the JSON schema refuses a bad value before any task runs."""
+    nullable_date = {"type": ["null", "string"], "format": "date"}
+    return {
+        "partition_start": Param(None, **nullable_date, title="Partition start (date)",
+                                 description="Process this day instead of the run's data interval (UTC)."),
+        "partition_end": Param(None, **nullable_date, title="Partition end (date, inclusive)",
+                               description="With a start: process the range start..end as one partition."),
+        "force_recompute": Param(False, type="boolean", title="Force recompute",
+                                 description="Bypass the result cache and encode every text again."),
+        "model": Param(spec.lm.model, type="string", minLength=1, pattern=r"^[\w./@-]+$", title="Model",
+                       description="A model name of the lm_engine registry."),
+        "shards": Param(None, type=["null", "integer"], minimum=1, maximum=MAX_SHARDS, title="Infer shards",
+                        description="Parallel inference shards; empty = from the partition size."),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Extract and validate, report counts, load nothing."),
+    }
+
+
+def resolve_partition(params: dict[str, Any], interval_start: dt.datetime, interval_end: dt.datetime) -> Partition:
+    """The Params' date range when given, else the run's data interval."""
+    start, end = params.get("partition_start"), params.get("partition_end")
+    if end and not start:
+        raise ValueError("partition_end needs partition_start")
+    if not start:
+        return Partition(interval_start, interval_end)
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end or start)
+    if last < first:
+        raise ValueError(f"partition_end {last} is before partition_start {first}")
+    return Partition(Partition.day(first).start, Partition.day(last).end)
+
+
+def doc_md(spec: PipelineSpec) -> str:
+    tables = ", ".join(f"`{spec.sink.schema_}.{spec.name}_{t}`" for t in ("rows", "segments", "drivers",
+                                                                         "summaries", "rejects"))
+    return (f"# {spec.name}\n\n{spec.description}\n\n"
+            f"Reads `{spec.source.table}` one `{spec.source.partition_column}` partition per run, validates it, "
+            f"turns each row into text, runs `{spec.lm.model}` and loads {tables}.\n\n"
+            "Trigger with Params to pick a date range, force recompute, another model, the shard count or a dry run.")
+
+
+def build_dag(spec: PipelineSpec) -> DAG:
+    """One DAG for one pipeline spec."""
+    with DAG(
+        dag_id=spec.name,
+        description=spec.description.strip().splitlines()[0] if spec.description.strip() else None,
+        doc_md=doc_md(spec),
+        schedule=CronDataIntervalTimetable(spec.schedule, timezone="UTC"),
+        start_date=dt.datetime.combine(spec.start_date, dt.time(0), dt.timezone.utc),
+        catchup=spec.catchup,
+        tags=["lm-insights", *spec.tags],
+        params=pipeline_params(spec),
+        max_active_runs=4,
+        default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": dt.timedelta(seconds=30)},
+    ) as dag:
+        source, sink = spec.source.conn_id, spec.sink.conn_id
+
+        @task
+        def plan_partition() -> dict[str, Any]:
+            context = get_current_context()
+            params = context["params"]
+            try:
+                partition = resolve_partition(params, context["data_interval_start"], context["data_interval_end"])
+            except ValueError as exc:
+                raise AirflowFailException(f"{spec.name}: {exc}") from None
+            return {"start": partition.start.isoformat(), "end": partition.end.isoformat(),
+                    "run_id": context["run_id"], "model": params["model"], "shards": params["shards"],
+                    "force_recompute": params["force_recompute"], "dry_run": params["dry_run"]}
+
+        @task
+        def extract(plan: dict) -> dict:
+            from lm_insights.extract import SourceError, extract_partition
+
+            started = time.monotonic()
+            try:
+                rows = extract_partition(spec, conninfo_for(source), conninfo_for(sink), _partition(plan))
+            except SourceError as exc:
+                raise AirflowFailException(str(exc)) from None
+            return {"extracted": rows, "seconds": time.monotonic() - started}
+
+        @task
+        def validate(plan: dict) -> dict:
+            from lm_insights.validate import TableExpectationsFailed, validate_partition
+
+            started = time.monotonic()
+            try:
+                summary = validate_partition(spec, conninfo_for(sink), _partition(plan))
+            except TableExpectationsFailed as exc:
+                raise AirflowFailException(str(exc)) from None  # bad data: retrying cannot help
+            return {"checked": summary.checked, "rejected": summary.rejected,
+                    "seconds": time.monotonic() - started}
+
+        @task
+        def textualize(plan: dict) -> dict:
+            from lm_insights.textualize import textualize_partition
+
+            if plan["dry_run"]:
+                raise AirflowSkipException("dry run: extracted and validated only")
+            started = time.monotonic()
+            rows = textualize_partition(spec, conninfo_for(sink), _partition(plan))
+            return {"texts": rows, "seconds": time.monotonic() - started}
+
+        @task
+        def plan_shards(plan: dict) -> list[dict]:
+            from lm_insights.infer import count_distinct_texts, plan_shards
+
+            n = plan_shards(spec, count_distinct_texts(spec, conninfo_for(sink), _partition(plan)), plan["shards"])
+            return [{"shard": i, "shards": n} for i in range(n)]
+
+        @task(queue=spec.lm.queue, pool=spec.lm.pool, map_index_template="shard {{ task.op_kwargs.shard.shard }}")
+        def infer(plan: dict, shard: dict) -> dict:
+            from lm_insights.infer import infer_shard
+
+            started = time.monotonic()
+            summary = infer_shard(spec, conninfo_for(sink), _partition(plan), shard["shard"], shard["shards"],
+                                  plan["model"], plan["force_recompute"])
+            return summary.as_dict() | {"seconds": time.monotonic() - started}
+
+        @task
+        def insights(plan: dict, validated: dict) -> dict:
+            from lm_insights.insights import build_insights
+            from lm_insights.pipeline import cache_key
+
+            started = time.monotonic()
+            result = build_insights(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]),
+                                    validated["rejected"])
+            return {"rows": result["rows"], "seconds": time.monotonic() - started}
+
+        @task(outlets=[insight_asset(spec)])
+        def load(plan: dict) -> dict:
+            from lm_insights.load import load_partition
+
+            started = time.monotonic()
+            loaded = load_partition(spec, conninfo_for(sink), _partition(plan))
+            return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "seconds": time.monotonic() - started}
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        def record_run() -> dict:
+            from lm_insights.load import RunRecord, drop_staging, record_run as write_run
+            from lm_insights.pipeline import cache_key
+
+            ti = get_current_context()["ti"]
+            plan, extracted, validated, loaded = (
+                ti.xcom_pull(task_ids=t) for t in ("plan_partition", "extract", "validate", "load"))
+            inferred = ti.xcom_pull(task_ids="infer", map_indexes=None) if loaded else None
+            if plan is None:
+                raise AirflowFailException(f"{spec.name}: the partition could not be planned; nothing was run")
+            key = cache_key(spec, plan["model"])
+            inferred = [s for s in (inferred or []) if s]
+            timings = {name: round(step["seconds"], 3) for name, step in
+                       (("extract", extracted), ("validate", validated), ("load", loaded)) if step}
+            if inferred:
+                timings["infer"] = round(sum(s["seconds"] for s in inferred), 3)
+            status = "success" if loaded else ("dry_run" if plan["dry_run"] and validated else "failed")
+            record = RunRecord(
+                run_id=plan["run_id"], pipeline=spec.name, partition=_partition(plan), status=status,
+                extracted=(extracted or {}).get("extracted"), rejected=(validated or {}).get("rejected"),
+                cached=sum(s["cached"] for s in inferred) if inferred else None,
+                computed=sum(s["computed"] for s in inferred) if inferred else None,
+                loaded=(loaded or {}).get("loaded"), model_key=key.model_key,
+                template_version=key.template_version, head_version=key.head_version, timings=timings,
+                message=None if status != "failed" else "a task failed: see the task logs of this run",
+            )
+            write_run(conninfo_for(sink), spec.sink.schema_, record)
+            if status == "failed":
+                raise AirflowFailException(f"{spec.name} {record.partition}: run failed, recorded in runs")
+            if status == "success":
+                drop_staging(spec, conninfo_for(sink), record.partition)
+            return {"status": status, "extracted": record.extracted, "rejected": record.rejected,
+                    "loaded": record.loaded, "cached": record.cached, "computed": record.computed}
+
+        plan = plan_partition()
+        extracted = extract(plan)
+        validated = validate(plan)
+        texts = textualize(plan)
+        shards = plan_shards(plan)
+        inferred = infer.partial(plan=plan).expand(shard=shards)
+        built = insights(plan, validated)
+        loaded = load(plan)
+        extracted >> validated >> texts >> shards
+        inferred >> built >> loaded >> record_run()
+    return dag
+
+
+def _partition(plan: dict) -> Partition:
+    return Partition(dt.datetime.fromisoformat(plan["start"]), dt.datetime.fromisoformat(plan["end"]))

@@ -1,0 +1,117 @@
+"""``lm-insights``: the embedded default deployment from the command line.
+
+    lm-insights demo [--days 3]     set up, fill the demo warehouse, run every demo pipeline through real DAG runs
+    lm-insights up                  the Airflow UI (airflow standalone) on the same database
+    lm-insights run NAME --date D   one partition of one pipeline without a scheduler
+    lm-insights env                 shell exports for the airflow CLI against the embedded database
+    lm-insights stop                stop the embedded PostgreSQL
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import sys
+
+from lm_insights import embedded_pg, local_env
+from lm_insights.local_env import say
+
+DEMO_START = dt.date(2026, 11, 1)
+DEMO_WAREHOUSE_DAYS = 7
+
+
+def run_dag(dag_id: str, day: dt.date, conf: dict | None = None):
+    """One real DAG run (``dag.test``) whose data interval is ``[day, day + 1)``; return the DagRun."""
+    from airflow.models.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(local_env.PROJECT_DIR / "dags"))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    logical_date = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), dt.timezone.utc)
+    return bag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf or {})
+
+
+def demo(days: int) -> None:
+    from lm_insights import demo_warehouse
+    from lm_insights.spec import load_specs
+
+    server, _ = local_env.prepare()
+    conninfo = local_env.warehouse_conninfo(server)
+    say(f"filling the demo warehouse ({DEMO_WAREHOUSE_DAYS} days from {DEMO_START})")
+    demo_warehouse.create_schema(conninfo)
+    counts = demo_warehouse.generate(conninfo, start=DEMO_START, days=DEMO_WAREHOUSE_DAYS)
+    say(f"warehouse rows: {counts}")
+    for spec in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines"):
+        for offset in range(days):
+            day = DEMO_START + dt.timedelta(days=offset)
+            say(f"DAG run {spec.name} for {day} (real Airflow run: extract, validate, textualize, infer, load)")
+            run = run_dag(spec.name, day)
+            if run.state != "success":
+                raise SystemExit(f"{spec.name} {day}: DAG run ended {run.state}; see the task logs above")
+    print_highlights(conninfo)
+    info = server.get_postmaster_info()
+    say("query the insight tables with:")
+    print(f"  psql \"host={info.socket_dir} port={info.port} user=postgres dbname={local_env.WAREHOUSE_DB}\"")
+    print("  tables: insights.<pipeline>_rows, _segments, _drivers, _summaries, _rejects; insights.runs")
+    print("  Airflow UI: make up (http://localhost:8080)")
+
+
+def print_highlights(conninfo: str) -> None:
+    """What a user came for: the summaries, the price-tier table and the runs."""
+    from lm_insights import db, report
+
+    with db.connect(conninfo) as conn:
+        print()
+        print(report.render_text(conn))
+
+
+def run_one(name: str, day: str, force: bool) -> None:
+    from lm_insights.partition import Partition
+    from lm_insights.pipeline import run_partition
+    from lm_insights.spec import load_specs
+
+    server, _ = local_env.prepare()
+    specs = {s.name: s for s in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")}
+    if name not in specs:
+        raise SystemExit(f"unknown pipeline {name!r}; known: {sorted(specs)}")
+    conninfo = local_env.warehouse_conninfo(server)
+    record = run_partition(specs[name], conninfo, conninfo, Partition.day(day), force_recompute=force)
+    say(f"{name} {day}: {record.status}, extracted {record.extracted}, rejected {record.rejected}, "
+        f"cached {record.cached}, computed {record.computed}, loaded {record.loaded}, timings {record.timings}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lm-insights", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser("demo", help="run the demo pipelines on the embedded default")
+    demo_parser.add_argument("--days", type=int, default=3, help="daily partitions to run per pipeline")
+    commands.add_parser("up", help="start the Airflow UI (airflow standalone)")
+    commands.add_parser("env", help="print shell exports for the airflow CLI")
+    commands.add_parser("stop", help="stop the embedded PostgreSQL")
+    run_parser = commands.add_parser("run", help="run one partition without a scheduler")
+    run_parser.add_argument("pipeline")
+    run_parser.add_argument("--date", required=True, help="the day to process, YYYY-MM-DD")
+    run_parser.add_argument("--force-recompute", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        demo(args.days)
+    elif args.command == "run":
+        run_one(args.pipeline, args.date, args.force_recompute)
+    elif args.command == "up":
+        local_env.prepare()
+        say("starting airflow standalone: http://localhost:8080 (Ctrl-C stops it; `make stop` stops the database)")
+        os.execve(os.path.join(os.path.dirname(sys.executable), "airflow"), ["airflow", "standalone"], os.environ)
+    elif args.command == "env":
+        server = embedded_pg.start()
+        for name, value in local_env.airflow_environment(server, local_env.PROJECT_DIR / ".local" / "airflow").items():
+            print(f"export {name}={shlex.quote(value)}")
+    elif args.command == "stop":
+        say("embedded PostgreSQL stopped" if embedded_pg.stop() else "embedded PostgreSQL was not running")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Infer: run lm_engine on the partition's texts, computing only what the result cache does not hold.
+
+The cache key is (model key incl. a hash of the weights, head version, template version, sha256 of the text), so a
+change of model, label sets or template never reuses a stale result. Work is split into shards by the text hash;
+each shard commits after every chunk, so a shard killed half-way and retried recomputes only what it had not
+cached. Duplicate texts within a partition are computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from psycopg import sql
+
+from lm_insights import db
+from lm_insights.partition import Partition, staging_table
+from lm_insights.spec import PipelineSpec
+from lm_insights.textualize import template_version
+
+log = logging.getLogger(__name__)
+
+MAX_AUTO_SHARDS = 16  # automatic sharding stops here; a spec or Param can ask for more (up to 64)
+CACHE_COLUMNS = ("model_key", "head_version", "template_version", "text_sha256",
+                 "embedding", "labels", "n_tokens", "truncated")
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    model_key: str
+    head_version: str
+    template_version: str
+
+
+@dataclass(frozen=True)
+class InferSummary:
+    shard: int
+    texts: int  # distinct texts in the shard
+    cached: int  # served from the cache
+    computed: int  # encoded now
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def head_version(spec: PipelineSpec) -> str:
+    """Short hash of what the heads compute: the label sets, their margins and whether embeddings are kept."""
+    from lm_engine.zero_shot import label_set_version
+
+    parts = {name: label_set_version(s.labels, s.min_margin) for name, s in sorted(spec.lm.label_sets.items())}
+    recipe = json.dumps({"embeddings": spec.lm.embeddings, "label_sets": parts}, sort_keys=True)
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def cache_table(spec: PipelineSpec) -> sql.Composed:
+    return db.qualified(spec.sink.schema_, "lm_cache")
+
+
+def count_distinct_texts(spec: PipelineSpec, conninfo: str, partition: Partition) -> int:
+    with db.connect(conninfo) as conn:
+        query = sql.SQL("select count(distinct text_sha256) from {}").format(staging_table(spec, partition, "texts"))
+        return conn.execute(query).fetchone()[0]
+
+
+def plan_shards(spec: PipelineSpec, distinct_texts: int, requested: int | None = None) -> int:
+    """Number of infer shards: the Param, else the spec, else one per ``rows_per_shard`` distinct texts."""
+    if requested:
+        return requested
+    if spec.lm.shards:
+        return spec.lm.shards
+    return max(1, min(MAX_AUTO_SHARDS, math.ceil(distinct_texts / spec.lm.rows_per_shard)))
+
+
+def shard_texts_query(spec: PipelineSpec, partition: Partition) -> sql.Composed:
+    """Distinct texts of one shard (``%(shard)s`` of ``%(shards)s``), assigned by a hash of the text hash."""
+    return sql.SQL(
+        "select text_sha256, min(text) from {texts} "
+        "where mod(abs(hashtextextended(text_sha256, 0)), %(shards)s) = %(shard)s "
+        "group by text_sha256 order by text_sha256"
+    ).format(texts=staging_table(spec, partition, "texts"))
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form: ``[0.1,0.2,...]``."""
+    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+
+
+def classify_all(spec: PipelineSpec, engine, vectors: np.ndarray, prototypes: dict) -> list[dict]:
+    """Per text: ``{label_set: {label, score, margin}}``."""
+    from lm_engine.zero_shot import classify_vectors
+
+    per_text: list[dict] = [{} for _ in range(len(vectors))]
+    for name, label_set in spec.lm.label_sets.items():
+        results = classify_vectors(vectors, prototypes[name], list(label_set.labels), label_set.min_margin)
+        for outputs, result in zip(per_text, results):
+            outputs[name] = {"label": result.label, "score": round(float(result.score), 6),
+                             "margin": round(float(result.margin), 6)}
+    return per_text
+
+
+def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: int, shards: int,
+                model: str | None = None, force_recompute: bool = False) -> InferSummary:
+    """Fill the cache for one shard's texts; return how many were cached already and how many were computed."""
+    from lm_engine import load_engine
+
+    engine = load_engine(model or spec.lm.model)
+    key = CacheKey(engine.model_key, head_version(spec), template_version(spec))
+    prototypes = {name: engine.prototypes(s.labels) for name, s in spec.lm.label_sets.items()}
+    texts = cached = computed = 0
+    with db.connect(conninfo) as read, db.connect(conninfo) as write:
+        total = read.execute(
+            sql.SQL("select count(*) from ({}) as s").format(shard_texts_query(spec, partition)),
+            {"shard": shard, "shards": shards},
+        ).fetchone()[0]
+        progress = db.Progress(f"{spec.name} infer shard {shard}/{shards} {partition}", total, logger=log)
+        write.execute(sql.SQL("create temp table cache_in (like {} including defaults) on commit delete rows").format(cache_table(spec)))
+        chunks = db.stream_query(read, shard_texts_query(spec, partition), {"shard": shard, "shards": shards},
+                                 spec.lm.chunk_size)
+        for chunk in chunks:
+            hashes = [h for h, _ in chunk]
+            hits = set() if force_recompute else cached_hashes(write, spec, key, hashes)
+            misses = [(h, t) for h, t in chunk if h not in hits]
+            if misses:
+                write_results(write, spec, key, misses, engine, prototypes, overwrite=force_recompute)
+            write.commit()  # a retried shard starts from here
+            texts += len(chunk)
+            cached += len(hits)
+            computed += len(misses)
+            progress.add(len(chunk), cache_hit_rate=f"{cached / max(texts, 1):.0%}")
+        progress.finish(cached=cached, computed=computed)
+    return InferSummary(shard=shard, texts=texts, cached=cached, computed=computed)
+
+
+def cached_hashes(conn, spec: PipelineSpec, key: CacheKey, hashes: list[str]) -> set[str]:
+    """The hashes of ``hashes`` that the cache already holds for ``key`` (one round trip)."""
+    rows = conn.execute(
+        sql.SQL("select text_sha256 from {} where model_key = %s and head_version = %s and template_version = %s "
+                "and text_sha256 = any(%s)").format(cache_table(spec)),
+        (key.model_key, key.head_version, key.template_version, hashes),
+    ).fetchall()
+    return {h for (h,) in rows}
+
+
+def write_results(conn, spec: PipelineSpec, key: CacheKey, misses: list[tuple[str, str]], engine,
+                  prototypes: dict, overwrite: bool) -> None:
+    """Encode ``misses`` (hash, text) and COPY the outputs into the cache."""
+    encoded = engine.encode([text for _, text in misses])
+    labels = classify_all(spec, engine, encoded.vectors, prototypes)
+    rows = (
+        (key.model_key, key.head_version, key.template_version, text_hash,
+         vector_literal(vector) if spec.lm.embeddings else None,
+         json.dumps(outputs), int(n_tokens), bool(truncated))
+        for (text_hash, _), vector, outputs, n_tokens, truncated
+        in zip(misses, encoded.vectors, labels, encoded.n_tokens, encoded.truncated)
+    )
+    db.copy_rows(conn, sql.Identifier("cache_in"), CACHE_COLUMNS, rows)
+    conflict = (
+        "do update set embedding = excluded.embedding, labels = excluded.labels, n_tokens = excluded.n_tokens, "
+        "truncated = excluded.truncated, computed_at = now()" if overwrite else "do nothing"
+    )
+    conn.execute(sql.SQL(
+        "insert into {cache} select * from cache_in "
+        "on conflict (model_key, head_version, template_version, text_sha256) " + conflict
+    ).format(cache=cache_table(spec)))

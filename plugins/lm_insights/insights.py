@@ -1,0 +1,228 @@
+"""Insights: join what the LM said back onto the source rows, then measure segments, drivers and a summary.
+
+Everything is computed inside PostgreSQL from the staging tables (memory does not grow with the partition);
+the summary is a paragraph assembled from those figures only, with no text generation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from lm_insights import db
+from lm_insights.infer import CacheKey, cache_table
+from lm_insights.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.spec import PipelineSpec, Tiers
+
+log = logging.getLogger(__name__)
+
+NUMERIC_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
+MAX_CATEGORIES = 20  # a text column with more distinct values is free text, not a categorical driver
+UNKNOWN_SEGMENT = "unknown"
+
+
+class InferenceIncomplete(RuntimeError):
+    """Some texts have no cached LM result: an infer shard did not finish."""
+
+
+@dataclass(frozen=True)
+class Driver:
+    field: str
+    importance: float  # |Pearson r| for numeric fields, eta squared for categorical ones
+    direction: str  # how the target moves as the field grows, or which value has the highest target mean
+    method: str
+    n: int
+
+
+def is_numeric(type_name: str) -> bool:
+    return type_name.split("(")[0] in NUMERIC_TYPES
+
+
+def label_columns(spec: PipelineSpec) -> list[sql.Composable]:
+    """``<set>_label``, ``<set>_score``, ``<set>_margin`` for every label set, read from the cached JSON."""
+    parts = []
+    for name in spec.lm.label_sets:
+        for field, cast in (("label", "text"), ("score", "double precision"), ("margin", "double precision")):
+            parts.append(sql.SQL("(c.labels -> {} ->> {})::{} as {}").format(
+                sql.Literal(name), sql.Literal(field), sql.SQL(cast), sql.Identifier(f"{name}_{field}")))
+    return parts
+
+
+def build_rows(spec: PipelineSpec, conn, partition: Partition, key: CacheKey) -> int:
+    """Staging ``rows``: one row per valid source row with its text, LM labels, scores and truncation flag."""
+    target = staging_table(spec, partition, "rows")
+    texts = staging_table(spec, partition, "texts")
+    missing = conn.execute(
+        sql.SQL("select count(*) from {texts} as t where not exists (select from {cache} as c "
+                "where c.model_key = %s and c.head_version = %s and c.template_version = %s "
+                "and c.text_sha256 = t.text_sha256)").format(texts=texts, cache=cache_table(spec)),
+        (key.model_key, key.head_version, key.template_version),
+    ).fetchone()[0]
+    if missing:
+        raise InferenceIncomplete(
+            f"{spec.name} {partition}: {missing} texts have no LM result for model {key.model_key}; "
+            "rerun the infer shards of this run"
+        )
+    selected = [sql.SQL("%(partition_start)s::timestamptz as partition_start"), sql.SQL("e._row_number")]
+    selected += [sql.Identifier("e", c) for c in spec.row_columns]
+    selected += [sql.SQL("t.text"), *label_columns(spec), sql.SQL("c.n_tokens"), sql.SQL("c.truncated")]
+    conn.execute(sql.SQL("drop table if exists {}").format(target))
+    conn.execute(
+        sql.SQL(
+            "create table {target} as select {selected} from {extracted} as e "
+            "join {texts} as t using (_row_number) "
+            "join {cache} as c on c.text_sha256 = t.text_sha256 and c.model_key = %(model_key)s "
+            "and c.head_version = %(head_version)s and c.template_version = %(template_version)s "
+            "order by e._row_number"
+        ).format(target=target, selected=sql.SQL(", ").join(selected),
+                 extracted=staging_table(spec, partition, "extracted"), texts=texts, cache=cache_table(spec)),
+        {"partition_start": partition.start, **vars(key)},
+    )
+    return conn.execute(sql.SQL("select count(*) from {}").format(target)).fetchone()[0]
+
+
+def tier_expression(tiers: Tiers) -> tuple[sql.Composable, sql.Composable]:
+    """A CASE naming each row's tier ``[low, high)`` and one giving the tier's order."""
+    column = sql.Identifier(tiers.column)
+    names, orders = [], []
+    for i, (low, high) in enumerate(zip(tiers.edges, tiers.edges[1:])):
+        condition = sql.SQL("when {c} >= {low} and {c} < {high} then ").format(
+            c=column, low=sql.Literal(low), high=sql.Literal(high))
+        names.append(condition + sql.Literal(f"[{low:g}, {high:g})"))
+        orders.append(condition + sql.Literal(i))
+    outside = f"outside [{tiers.edges[0]:g}, {tiers.edges[-1]:g})"
+    name = sql.SQL("case when {c} is null then {unknown} {whens} else {outside} end").format(
+        c=column, unknown=sql.Literal(UNKNOWN_SEGMENT), whens=sql.SQL(" ").join(names), outside=sql.Literal(outside))
+    order = sql.SQL("case {whens} else {last} end").format(whens=sql.SQL(" ").join(orders),
+                                                          last=sql.Literal(len(orders)))
+    return name, order
+
+
+def build_segments(spec: PipelineSpec, conn, partition: Partition) -> None:
+    """Staging ``segments``: count, mean, variance, stddev, min, max of every metric per segment value."""
+    target = staging_table(spec, partition, "segments")
+    rows = staging_table(spec, partition, "rows")
+    selects = []
+    for segment in spec.insights.segments:
+        if segment.by_tiers:
+            value, order = tier_expression(segment.by_tiers)
+        else:
+            value = sql.SQL("coalesce({}, {})").format(sql.Identifier(f"{segment.by_label}_label"),
+                                                       sql.Literal(UNKNOWN_SEGMENT))
+            order = sql.SQL("0")
+        for metric in spec.insights.metrics:
+            m = sql.Identifier(metric)
+            selects.append(sql.SQL(
+                "select {segment} as segment, {value} as segment_value, min({order}) as segment_order, "
+                "{metric_name} as metric, count({m}) as row_count, avg({m})::float8 as mean, "
+                "var_samp({m})::float8 as variance, stddev_samp({m})::float8 as stddev, "
+                "min({m})::float8 as min, max({m})::float8 as max from {rows} group by 2"
+            ).format(segment=sql.Literal(segment.name), value=value, order=order,
+                     metric_name=sql.Literal(metric), m=m, rows=rows))
+    conn.execute(sql.SQL("drop table if exists {}").format(target))
+    conn.execute(sql.SQL(
+        "create table {target} as select %(partition_start)s::timestamptz as partition_start, s.* "
+        "from ({union}) as s order by segment, segment_order, segment_value, metric"
+    ).format(target=target, union=sql.SQL(" union all ").join(selects)), {"partition_start": partition.start})
+
+
+def numeric_driver(conn, rows: sql.Composable, field: str, target: str) -> Driver | None:
+    r, n = conn.execute(sql.SQL("select corr({x}, {y}), count(*) filter (where {x} is not null and {y} is not null) "
+                                "from {rows}").format(x=sql.Identifier(field), y=sql.Identifier(target), rows=rows)
+                        ).fetchone()
+    if r is None:
+        return None
+    direction = f"{target} rises as {field} rises" if r > 0 else f"{target} falls as {field} rises"
+    return Driver(field, abs(r), direction, f"pearson r = {r:+.3f}", n)
+
+
+def categorical_driver(conn, rows: sql.Composable, field: str, target: str) -> Driver | None:
+    """Correlation ratio (eta squared): the share of the target's variance explained by the field's values."""
+    eta2, top, n, groups = conn.execute(sql.SQL(
+        "with g as (select {x} as v, count(*) as n, avg({y})::float8 as m from {rows} "
+        "where {x} is not null and {y} is not null group by 1), "
+        "t as (select avg({y})::float8 as m, var_pop({y})::float8 * count({y}) as ss from {rows} "
+        "where {x} is not null and {y} is not null) "
+        "select sum(g.n * (g.m - t.m) ^ 2) / nullif(t.ss, 0), (select v::text from g order by m desc limit 1), "
+        "sum(g.n), count(*) from g, t group by t.ss"
+    ).format(x=sql.Identifier(field), y=sql.Identifier(target), rows=rows)).fetchone() or (None, None, 0, 0)
+    if eta2 is None or groups < 2 or groups > MAX_CATEGORIES or groups > n / 2:
+        return None
+    return Driver(field, float(eta2), f"highest {target} when {field} = {top}", "eta squared", int(n))
+
+
+def measure_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driver]:
+    """Importance and direction of each source column and LM label for the spec's target metric."""
+    rows = staging_table(spec, partition, "rows")
+    types = db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "rows"))
+    skip = {*spec.source.key, spec.source.partition_column, spec.target, "_row_number", "partition_start", "text",
+            "n_tokens"}
+    drivers = []
+    for field, type_name in types.items():
+        if field in skip or field.endswith(("_score", "_margin")) or type_name == "boolean":
+            continue
+        measure = numeric_driver if is_numeric(type_name) else categorical_driver
+        driver = measure(conn, rows, field, spec.target)
+        if driver:
+            drivers.append(driver)
+    return sorted(drivers, key=lambda d: d.importance, reverse=True)
+
+
+def build_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driver]:
+    drivers = measure_drivers(spec, conn, partition)
+    target = staging_table(spec, partition, "drivers")
+    conn.execute(sql.SQL("drop table if exists {}").format(target))
+    conn.execute(sql.SQL(
+        "create table {} (partition_start timestamptz not null, target text not null, field text not null, "
+        "importance double precision not null, direction text not null, method text not null, n bigint not null)"
+    ).format(target))
+    db.copy_rows(conn, target, ["partition_start", "target", "field", "importance", "direction", "method", "n"],
+                 ((partition.start, spec.target, d.field, d.importance, d.direction, d.method, d.n) for d in drivers))
+    return drivers
+
+
+def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driver], rejected: int) -> str:
+    """One paragraph of plain language built from the partition's figures."""
+    rows = staging_table(spec, partition, "rows")
+    analysed, truncated = conn.execute(
+        sql.SQL("select count(*), count(*) filter (where truncated) from {}").format(rows)).fetchone()
+    day = partition.start.date().isoformat() if partition.tag.isdigit() else str(partition)
+    parts = [f"{spec.name} for {day}: {analysed} rows analysed, {rejected} rejected by validation"
+             + (f", {truncated} texts truncated to the model's maximum length." if truncated else ".")]
+    segments = conn.execute(sql.SQL(
+        "select segment, segment_value, row_count, mean, variance from {} where metric = %s "
+        "order by segment, segment_order, segment_value").format(staging_table(spec, partition, "segments")),
+        (spec.target,)).fetchall()
+    by_segment: dict[str, list[str]] = {}
+    for segment, value, count, mean, variance in segments:
+        if count:
+            spread = f", variance {variance:.1f}" if variance is not None else ""
+            by_segment.setdefault(segment, []).append(f"{value}: {count} rows, mean {mean:.1f}{spread}")
+    for segment, items in by_segment.items():
+        parts.append(f"{spec.target} by {segment.split(':', 1)[1]} — " + "; ".join(items) + ".")
+    if drivers:
+        top = drivers[0]
+        parts.append(f"Strongest driver of {spec.target}: {top.field} ({top.method}, n = {top.n}); {top.direction}.")
+        numeric = [d for d in drivers[1:] if d.method.startswith("pearson")][:2]
+        for d in numeric:
+            parts.append(f"Also {d.direction} ({d.method}).")
+    return " ".join(parts)
+
+
+def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
+                   rejected: int) -> dict[str, object]:
+    """Build staging ``rows``, ``segments``, ``drivers`` and ``summary``; return counts and the summary."""
+    with db.connect(conninfo) as conn:
+        analysed = build_rows(spec, conn, partition, key)
+        build_segments(spec, conn, partition)
+        drivers = build_drivers(spec, conn, partition)
+        summary = summarize(spec, conn, partition, drivers, rejected)
+        target = staging_table(spec, partition, "summary")
+        conn.execute(sql.SQL("drop table if exists {}").format(target))
+        conn.execute(sql.SQL("create table {} (partition_start timestamptz not null, summary text not null)")
+                     .format(target))
+        conn.execute(sql.SQL("insert into {} values (%s, %s)").format(target), (partition.start, summary))
+    log.info("%s", summary)
+    return {"rows": analysed, "drivers": len(drivers), "summary": summary}

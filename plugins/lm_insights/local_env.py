@@ -1,0 +1,73 @@
+"""The embedded default deployment: one embedded PostgreSQL holds Airflow's metadata and the warehouse.
+
+Everything lives under ``.local/`` in the project (ignored by git): ``pgdata/`` (the database cluster),
+``airflow/`` (AIRFLOW_HOME). Airflow is configured through environment variables only, so the same settings reach
+the CLI, ``airflow standalone`` and the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lm_insights import embedded_pg
+
+PROJECT_DIR = embedded_pg.PROJECT_DIR
+WAREHOUSE_DB = "warehouse"
+AIRFLOW_DB = "airflow"
+GPU_POOL_SLOTS = 1  # one local inference slot: the CPU has 2 cores and a shard uses both
+
+
+def airflow_environment(server, airflow_home: Path) -> dict[str, str]:
+    """Environment variables that point Airflow at the embedded database, the project's DAGs and plugins."""
+    info = server.get_postmaster_info()
+    warehouse = {"conn_type": "postgres", "host": str(info.socket_dir), "port": info.port,
+                 "schema": WAREHOUSE_DB, "login": "postgres"}
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+            f"postgresql+psycopg2://postgres@/{AIRFLOW_DB}?host={info.socket_dir}&port={info.port}",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW_CONN_WAREHOUSE": json.dumps(warehouse),
+        "GX_ANALYTICS_ENABLED": "False",
+        "NO_PROXY": "*",
+    }
+
+
+def prepare(pgdata: Path | None = None, airflow_home: Path | None = None, keep_running: bool = True):
+    """Start the database, create both databases, migrate Airflow and create the GPU pool; return (server, env)."""
+    say("starting the embedded PostgreSQL")
+    server = embedded_pg.start(pgdata, keep_running=keep_running)
+    embedded_pg.ensure_database(server, WAREHOUSE_DB)
+    embedded_pg.ensure_database(server, AIRFLOW_DB)
+    env = airflow_environment(server, airflow_home or PROJECT_DIR / ".local" / "airflow")
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    os.environ.update(env)
+    say("migrating the Airflow metadata database")
+    airflow("db", "migrate")
+    airflow("pools", "set", "lm_gpu", str(GPU_POOL_SLOTS), "lm_engine inference shards (size it to the GPUs)")
+    return server, env
+
+
+def airflow(*args: str) -> None:
+    """Run an ``airflow`` CLI command with the prepared environment; fail with its output."""
+    command = [str(Path(sys.executable).with_name("airflow")), *args]
+    done = subprocess.run(command, env=os.environ, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+
+
+def warehouse_conninfo(server) -> str:
+    return embedded_pg.conninfo(server, WAREHOUSE_DB)
+
+
+def say(message: str) -> None:
+    print(f"[lm-insights] {message}", flush=True)

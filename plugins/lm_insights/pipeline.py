@@ -1,0 +1,67 @@
+"""The whole chain for one partition without a scheduler: used by the benchmark and ``lm-insights run``.
+
+The Airflow DAG (``lm_insights.airflow_dag``) calls the same step functions as separate tasks; this module is the
+same order in one process, for scripts and for measuring each step's share of the time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from lm_insights.extract import extract_partition
+from lm_insights.infer import CacheKey, count_distinct_texts, head_version, infer_shard, plan_shards
+from lm_insights.insights import build_insights
+from lm_insights.load import RunRecord, drop_staging, load_partition, record_run
+from lm_insights.partition import Partition
+from lm_insights.spec import PipelineSpec
+from lm_insights.textualize import template_version, textualize_partition
+from lm_insights.validate import validate_partition
+
+T = TypeVar("T")
+
+
+def cache_key(spec: PipelineSpec, model: str | None = None) -> CacheKey:
+    """The result-cache key of this spec with ``model`` (default: the spec's)."""
+    from lm_engine import load_engine
+
+    return CacheKey(load_engine(model or spec.lm.model).model_key, head_version(spec), template_version(spec))
+
+
+def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, partition: Partition,
+                  model: str | None = None, force_recompute: bool = False, shards: int | None = None,
+                  run_id: str | None = None) -> RunRecord:
+    """Extract, validate, textualize, infer (shard by shard), build insights and load one partition."""
+    key = cache_key(spec, model)
+    record = RunRecord(run_id=run_id or f"script__{uuid.uuid4().hex[:12]}", pipeline=spec.name,
+                       partition=partition, status="running", model_key=key.model_key,
+                       template_version=key.template_version, head_version=key.head_version)
+
+    def timed(step: str, work: Callable[[], T]) -> T:
+        started = time.monotonic()
+        result = work()
+        record.timings[step] = round(time.monotonic() - started, 3)
+        return result
+
+    try:
+        record.extracted = timed("extract", lambda: extract_partition(spec, source_conninfo, sink_conninfo, partition))
+        record.rejected = timed("validate", lambda: validate_partition(spec, sink_conninfo, partition)).rejected
+        timed("textualize", lambda: textualize_partition(spec, sink_conninfo, partition))
+        n_shards = plan_shards(spec, count_distinct_texts(spec, sink_conninfo, partition), shards)
+        summaries = timed("infer", lambda: [
+            infer_shard(spec, sink_conninfo, partition, shard, n_shards, model, force_recompute)
+            for shard in range(n_shards)])
+        record.cached = sum(s.cached for s in summaries)
+        record.computed = sum(s.computed for s in summaries)
+        timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected))
+        record.loaded = timed("load", lambda: load_partition(spec, sink_conninfo, partition))["rows"]
+        record.status = "success"
+    except Exception as exc:
+        record.status, record.message = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        record_run(sink_conninfo, spec.sink.schema_, record)
+    drop_staging(spec, sink_conninfo, partition)
+    return record

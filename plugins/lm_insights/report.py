@@ -1,0 +1,63 @@
+"""A plain-text report of the insight tables: recent runs, each pipeline's latest summary and segment table."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from lm_insights import db
+
+DEFAULT_SCHEMA = "insights"
+
+
+def table(headers: list[str], rows: list[tuple]) -> str:
+    """Fixed-width text table."""
+    cells = [headers] + [[format_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def pipelines(conn, schema: str) -> list[str]:
+    if not db.table_exists(conn, schema, "runs"):
+        return []
+    rows = conn.execute(sql.SQL("select distinct pipeline from {} where status = 'success' order by 1")
+                        .format(db.qualified(schema, "runs"))).fetchall()
+    return [p for (p,) in rows if db.table_exists(conn, schema, f"{p}_summaries")]
+
+
+def render_text(conn, schema: str = DEFAULT_SCHEMA) -> str:
+    """The report as text: runs, then per pipeline the latest partition's summary and segments."""
+    names = pipelines(conn, schema)
+    if not names:
+        return f"No successful runs in {schema}.runs yet."
+    runs = conn.execute(sql.SQL(
+        "select pipeline, partition_start::date, status, extracted, rejected, cached, computed, loaded "
+        "from {} order by recorded_at desc limit 12").format(db.qualified(schema, "runs"))).fetchall()
+    parts = ["== Recent runs (insights.runs) ==",
+             table(["pipeline", "partition", "status", "extracted", "rejected", "cached", "computed", "loaded"],
+                   runs)]
+    for name in names:
+        latest = conn.execute(sql.SQL("select max(partition_start) from {}").format(
+            db.qualified(schema, f"{name}_summaries"))).fetchone()[0]
+        summary = conn.execute(sql.SQL("select summary from {} where partition_start = %s").format(
+            db.qualified(schema, f"{name}_summaries")), (latest,)).fetchone()[0]
+        segments = conn.execute(sql.SQL(
+            "select segment, segment_value, metric, row_count, mean, variance, stddev from {} "
+            "where partition_start = %s order by segment, segment_order, segment_value, metric").format(
+            db.qualified(schema, f"{name}_segments")), (latest,)).fetchall()
+        drivers = conn.execute(sql.SQL(
+            "select field, importance, direction, method from {} where partition_start = %s "
+            "order by importance desc limit 5").format(db.qualified(schema, f"{name}_drivers")), (latest,)).fetchall()
+        parts += [f"\n== {name}, partition {latest.date()} ==", summary, "",
+                  table(["segment", "value", "metric", "count", "mean", "variance", "stddev"], segments), "",
+                  table(["driver", "importance", "direction", "method"], drivers)]
+    return "\n".join(parts)

@@ -1,0 +1,98 @@
+"""Textualize: each valid row becomes one text through the spec's versioned template.
+
+The default template is TabLLM's list serialisation ("The price is 100."). Values are cleaned the same way for
+every template: HTML entities decoded, whitespace collapsed, numbers without trailing zeros, NULL as "unknown".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import html
+import logging
+import re
+
+from psycopg import sql
+
+from lm_insights import db
+from lm_insights.partition import Partition, staging_table
+from lm_insights.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+
+# Bump when format_value or the default template changes: it is part of every cache key.
+SERIALIZER_VERSION = "1"
+MISSING_VALUE = "unknown"
+_WHITESPACE = re.compile(r"\s+")
+
+
+def format_value(value: object) -> str:
+    """One cell as text."""
+    if value is None:
+        return MISSING_VALUE
+    if isinstance(value, decimal.Decimal):
+        value = value.normalize()
+        return f"{value:f}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return _WHITESPACE.sub(" ", html.unescape(str(value))).strip() or MISSING_VALUE
+
+
+def column_phrase(column: str) -> str:
+    return column.replace("_", " ")
+
+
+def render(spec: PipelineSpec, row: dict[str, object]) -> str:
+    """The text of one row (``row`` maps column names to values)."""
+    if spec.text.template:
+        return spec.text.template.format(**{c: format_value(row.get(c)) for c in spec.source.columns})
+    return " ".join(f"The {column_phrase(c)} is {format_value(row[c])}." for c in spec.text.columns)
+
+
+def template_version(spec: PipelineSpec) -> str:
+    """Short hash of everything that decides a row's text."""
+    recipe = f"{SERIALIZER_VERSION}|{spec.text.template or 'tabllm-list'}|{','.join(spec.text.columns)}"
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def valid_rows_query(spec: PipelineSpec, partition: Partition, columns: list[str]) -> sql.Composed:
+    """The partition's extracted rows that validation did not reject, by ``_row_number``."""
+    return sql.SQL(
+        "select e._row_number, {columns} from {extracted} as e "
+        "where not exists (select from {rejects} as r where r._row_number = e._row_number) "
+        "order by e._row_number"
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier("e", c) for c in columns),
+        extracted=staging_table(spec, partition, "extracted"),
+        rejects=staging_table(spec, partition, "rejects"),
+    )
+
+
+def textualize_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> int:
+    """Replace staging ``texts`` (``_row_number, text, text_sha256``) for the valid rows; return the row count."""
+    target = staging_table(spec, partition, "texts")
+    columns = spec.source.columns
+    count = 0
+    with db.connect(conninfo) as read, db.connect(conninfo) as write:
+        write.execute(sql.SQL("drop table if exists {}").format(target))
+        write.execute(sql.SQL(
+            "create table {} (_row_number bigint primary key, text text not null, text_sha256 text not null)"
+        ).format(target))
+        progress = db.Progress(f"{spec.name} textualize {partition}", None, logger=log)
+        with write.cursor().copy(sql.SQL("copy {} from stdin").format(target)) as copy:
+            for chunk in db.stream_query(read, valid_rows_query(spec, partition, columns), None, spec.lm.chunk_size):
+                for row_number, *values in chunk:
+                    text = render(spec, dict(zip(columns, values)))
+                    copy.write_row((row_number, text, text_sha256(text)))
+                count += len(chunk)
+                progress.add(len(chunk))
+        write.execute(sql.SQL("create index on {} (text_sha256)").format(target))
+        progress.finish()
+    return count

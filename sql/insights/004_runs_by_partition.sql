@@ -1,0 +1,1 @@
+create index if not exists runs_by_partition on {schema}.runs (pipeline, partition_start)
