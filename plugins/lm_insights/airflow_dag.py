@@ -179,7 +179,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
             ti = get_current_context()["ti"]
             plan, extracted, validated, loaded = (
                 ti.xcom_pull(task_ids=t) for t in ("plan_partition", "extract", "validate", "load"))
-            inferred = ti.xcom_pull(task_ids="infer", map_indexes=None) if loaded else None
+            inferred = ti.xcom_pull(task_ids="infer") if loaded else None  # all map indexes
+            inferred = [inferred] if isinstance(inferred, dict) else inferred
             if plan is None:
                 raise AirflowFailException(f"{spec.name}: the partition could not be planned; nothing was run")
             key = cache_key(spec, plan["model"])

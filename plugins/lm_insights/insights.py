@@ -157,8 +157,9 @@ def measure_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driv
     """Importance and direction of each source column and LM label for the spec's target metric."""
     rows = staging_table(spec, partition, "rows")
     types = db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "rows"))
-    skip = {*spec.source.key, spec.source.partition_column, spec.target, "_row_number", "partition_start", "text",
-            "n_tokens"}
+    # Other metrics are outcomes like the target (revenue = price x units), not factors that drive it.
+    skip = {*spec.source.key, spec.source.partition_column, *spec.insights.metrics, "_row_number",
+            "partition_start", "text", "n_tokens"}
     drivers = []
     for field, type_name in types.items():
         if field in skip or field.endswith(("_score", "_margin")) or type_name == "boolean":

@@ -24,10 +24,11 @@ T = TypeVar("T")
 
 
 def cache_key(spec: PipelineSpec, model: str | None = None) -> CacheKey:
-    """The result-cache key of this spec with ``model`` (default: the spec's)."""
-    from lm_engine import load_engine
+    """The result-cache key of this spec with ``model`` (default: the spec's), without loading the weights."""
+    from lm_engine import registry
 
-    return CacheKey(load_engine(model or spec.lm.model).model_key, head_version(spec), template_version(spec))
+    name = model or spec.lm.model
+    return CacheKey(registry.model_key(name, registry.resolve(name)), head_version(spec), template_version(spec))
 
 
 def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, partition: Partition,

@@ -61,3 +61,13 @@ def render_text(conn, schema: str = DEFAULT_SCHEMA) -> str:
                   table(["segment", "value", "metric", "count", "mean", "variance", "stddev"], segments), "",
                   table(["driver", "importance", "direction", "method"], drivers)]
     return "\n".join(parts)
+
+
+def store_report(conninfo: str, triggered_by: list[str], schema: str = DEFAULT_SCHEMA) -> dict[str, object]:
+    """Render the report and keep it in ``<schema>.reports``; return its id and size."""
+    with db.connect(conninfo) as conn:
+        db.ensure_insight_schema(conn, schema)
+        text = render_text(conn, schema)
+        report_id = conn.execute(sql.SQL("insert into {} (triggered_by, report) values (%s, %s) returning id")
+                                 .format(db.qualified(schema, "reports")), (triggered_by, text)).fetchone()[0]
+    return {"report_id": report_id, "chars": len(text), "triggered_by": triggered_by}

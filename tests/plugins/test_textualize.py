@@ -1,0 +1,50 @@
+"""Row -> text: the TabLLM default, custom templates, value cleaning and the template version."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+from lm_insights.spec import PipelineSpec
+from lm_insights.textualize import format_value, render, template_version
+
+
+def make_spec(template: str | None = None, columns=("product_name", "price", "units")) -> PipelineSpec:
+    return PipelineSpec.model_validate({
+        "name": "sales", "start_date": "2026-11-01",
+        "source": {"table": "retail.product_sales", "key": ["sale_id"], "partition_column": "sale_date",
+                   "columns": ["sale_id", "sale_date", "product_name", "price", "units"]},
+        "text": {"template": template, "columns": list(columns)},
+        "insights": {"metrics": ["units"], "segments": [{"by_tiers": {"column": "price", "edges": [0, 150, 1000]}}]},
+    })
+
+
+ROW = {"sale_id": 1, "sale_date": dt.date(2026, 11, 1), "product_name": "A", "price": decimal.Decimal("100.00"),
+       "units": 1000}
+
+
+def test_default_template_is_tabllm_list_serialisation():
+    assert render(make_spec(), ROW) == "The product name is A. The price is 100. The units is 1000."
+
+
+def test_custom_template_as_in_the_article():
+    spec = make_spec("Product: {product_name}, price: {price} yuan, units sold: {units}")
+    assert render(spec, ROW) == "Product: A, price: 100 yuan, units sold: 1000"
+
+
+def test_values_are_cleaned():
+    assert format_value(None) == "unknown"
+    assert format_value("  Fish &amp; chips\n\n&lt;b&gt;hot&lt;/b&gt; ") == "Fish & chips <b>hot</b>"
+    assert format_value(decimal.Decimal("19.90")) == "19.9"
+    assert format_value(decimal.Decimal("1E+2")) == "100"
+    assert format_value(2.50) == "2.5"
+    assert format_value(dt.date(2026, 11, 1)) == "2026-11-01"
+    assert format_value("质量很好 😍") == "质量很好 😍"
+    assert format_value("   ") == "unknown"
+
+
+def test_template_version_changes_with_template_and_columns_only():
+    base = template_version(make_spec())
+    assert base == template_version(make_spec())
+    assert base != template_version(make_spec("Product: {product_name}"))
+    assert base != template_version(make_spec(columns=("product_name", "price")))
