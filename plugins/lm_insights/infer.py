@@ -103,11 +103,15 @@ def classify_all(spec: PipelineSpec, engine, vectors: np.ndarray, prototypes: di
 
 
 def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: int, shards: int,
-                model: str | None = None, force_recompute: bool = False) -> InferSummary:
-    """Fill the cache for one shard's texts; return how many were cached already and how many were computed."""
-    from lm_engine import load_engine
+                model: str | None = None, force_recompute: bool = False, engine=None) -> InferSummary:
+    """Fill the cache for one shard's texts; return how many were cached already and how many were computed.
 
-    engine = load_engine(model or spec.lm.model)
+    ``engine`` defaults to ``lm_engine.load_engine(model)``; benchmarks pass a stub to measure the platform alone.
+    """
+    if engine is None:
+        from lm_engine import load_engine
+
+        engine = load_engine(model or spec.lm.model)
     key = CacheKey(engine.model_key, head_version(spec), template_version(spec))
     prototypes = {name: engine.prototypes(s.labels) for name, s in spec.lm.label_sets.items()}
     texts = cached = computed = 0

@@ -23,6 +23,10 @@ INSIGHT_TABLES = {"rows": "rows", "segments": "segments", "drivers": "drivers", 
 STAGING_STEPS = ("extracted", "pending", "rejects", "texts", "rows", "segments", "drivers", "summary", "rejects_loaded")
 
 
+class MissingStaging(RuntimeError):
+    """A step before load did not leave its staging table."""
+
+
 def insight_table(spec: PipelineSpec, suffix: str) -> sql.Identifier:
     return db.qualified(spec.sink.schema_, f"{spec.name}_{suffix}")
 
@@ -68,6 +72,9 @@ def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> d
         for suffix, step in INSIGHT_TABLES.items():
             table, source = insight_table(spec, suffix), staging_table(spec, partition, step)
             source_name = staging_name(spec, partition, step)
+            if not db.table_exists(conn, STAGING_SCHEMA, source_name):
+                raise MissingStaging(f"{spec.name} {partition}: staging table {STAGING_SCHEMA}.{source_name} is "
+                                     "missing; rerun the earlier tasks of this partition")
             ensure_like(conn, table, spec.sink.schema_, f"{spec.name}_{suffix}", source, source_name)
             conn.execute(sql.SQL("delete from {} where partition_start = %s").format(table), (partition.start,))
             columns = db.columns_sql(list(db.table_columns(conn, STAGING_SCHEMA, source_name)))

@@ -33,9 +33,13 @@ def cache_key(spec: PipelineSpec, model: str | None = None) -> CacheKey:
 
 def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, partition: Partition,
                   model: str | None = None, force_recompute: bool = False, shards: int | None = None,
-                  run_id: str | None = None) -> RunRecord:
-    """Extract, validate, textualize, infer (shard by shard), build insights and load one partition."""
-    key = cache_key(spec, model)
+                  run_id: str | None = None, engine=None) -> RunRecord:
+    """Extract, validate, textualize, infer (shard by shard), build insights and load one partition.
+
+    ``engine`` replaces the lm_engine model (benchmarks pass a stub); its ``model_key`` then keys the cache.
+    """
+    key = cache_key(spec, model) if engine is None else CacheKey(engine.model_key, head_version(spec),
+                                                                 template_version(spec))
     record = RunRecord(run_id=run_id or f"script__{uuid.uuid4().hex[:12]}", pipeline=spec.name,
                        partition=partition, status="running", model_key=key.model_key,
                        template_version=key.template_version, head_version=key.head_version)
@@ -52,7 +56,7 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         timed("textualize", lambda: textualize_partition(spec, sink_conninfo, partition))
         n_shards = plan_shards(spec, count_distinct_texts(spec, sink_conninfo, partition), shards)
         summaries = timed("infer", lambda: [
-            infer_shard(spec, sink_conninfo, partition, shard, n_shards, model, force_recompute)
+            infer_shard(spec, sink_conninfo, partition, shard, n_shards, model, force_recompute, engine)
             for shard in range(n_shards)])
         record.cached = sum(s.cached for s in summaries)
         record.computed = sum(s.computed for s in summaries)

@@ -1,0 +1,51 @@
+"""Load replaces a partition in one transaction: a failure half-way leaves the previous data untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from lm_insights import demo_warehouse
+from lm_insights.extract import extract_partition
+from lm_insights.insights import build_insights
+from lm_insights.load import MissingStaging, load_partition
+from lm_insights.partition import Partition, staging_table
+from lm_insights.pipeline import cache_key, run_partition
+from lm_insights.spec import load_spec
+from lm_insights.textualize import textualize_partition
+from lm_insights.validate import validate_partition
+from lm_insights.infer import infer_shard
+
+SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "customer_reviews.yaml")
+DAY = Partition.day("2026-11-01")
+
+
+def partition_dump(conninfo: str) -> dict[str, list]:
+    with psycopg.connect(conninfo) as conn:
+        return {t: sorted(conn.execute(f'select * from insights."customer_reviews_{t}"').fetchall(), key=repr)
+                for t in ("rows", "segments", "drivers", "summaries", "rejects")}
+
+
+def test_a_failed_load_leaves_the_previous_partition_intact(warehouse_conninfo):
+    demo_warehouse.create_schema(warehouse_conninfo)
+    demo_warehouse.generate(warehouse_conninfo, start=DAY.start.date(), days=1, sales_per_day=5, reviews_per_day=15)
+    assert run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY).status == "success"
+    before = partition_dump(warehouse_conninfo)
+    assert before["rows"] and before["rejects"]
+
+    with psycopg.connect(warehouse_conninfo) as conn:  # new source data for the same day
+        conn.execute("update retail.reviews set rating = 5 where rating between 1 and 4")
+    extract_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY)
+    rejected = validate_partition(SPEC, warehouse_conninfo, DAY).rejected
+    textualize_partition(SPEC, warehouse_conninfo, DAY)
+    infer_shard(SPEC, warehouse_conninfo, DAY, 0, 1)
+    build_insights(SPEC, warehouse_conninfo, DAY, cache_key(SPEC), rejected)
+    with psycopg.connect(warehouse_conninfo) as conn:  # the 4th of 5 tables cannot be loaded
+        conn.execute(sql.SQL("drop table {}").format(staging_table(SPEC, DAY, "summary")))
+
+    with pytest.raises(MissingStaging, match="customer_reviews__20261101__summary is missing"):
+        load_partition(SPEC, warehouse_conninfo, DAY)
+    assert partition_dump(warehouse_conninfo) == before
