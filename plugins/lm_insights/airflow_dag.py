@@ -80,7 +80,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
     """One DAG for one pipeline spec."""
     with DAG(
         dag_id=spec.name,
-        description=spec.description.strip().splitlines()[0] if spec.description.strip() else None,
+        description=spec.description.strip().splitlines()[0].lstrip("# ") if spec.description.strip() else None,
         doc_md=doc_md(spec),
         schedule=CronDataIntervalTimetable(spec.schedule, timezone="UTC"),
         start_date=dt.datetime.combine(spec.start_date, dt.time(0), dt.timezone.utc),
@@ -96,9 +96,12 @@ def build_dag(spec: PipelineSpec) -> DAG:
         def plan_partition() -> dict[str, Any]:
             context = get_current_context()
             params = context["params"]
+            from lm_engine import registry
+
             try:
                 partition = resolve_partition(params, context["data_interval_start"], context["data_interval_end"])
-            except ValueError as exc:
+                registry.resolve(params["model"])
+            except (ValueError, registry.UnknownModelError) as exc:
                 raise AirflowFailException(f"{spec.name}: {exc}") from None
             return {"start": partition.start.isoformat(), "end": partition.end.isoformat(),
                     "run_id": context["run_id"], "model": params["model"], "shards": params["shards"],

@@ -238,8 +238,9 @@ def _format_error(path: Path, error: ValidationError) -> str:
     for item in error.errors():
         # list positions as [i], like the paths the validators above write: insights.segments[0].by_tiers.edges
         field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"]).lstrip(".")
-        field = field or "(top level)"
-        lines.append(f"  {field}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        # Cross-field checks already start with the field they are about (text.columns[1]: ...).
+        lines.append(f"  {field}: {message}" if field else f"  {message}")
     return "\n".join(lines)
 
 
