@@ -33,6 +33,11 @@ PARITY_TEXTS = [
 
 
 @pytest.fixture(scope="session")
+def parity_texts():
+    return PARITY_TEXTS
+
+
+@pytest.fixture(scope="session")
 def model_dir():
     return registry.resolve(registry.DEFAULT_MODEL)
 

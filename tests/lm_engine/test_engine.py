@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PARITY_TEXTS
 from lm_engine import engine as engine_module
 from lm_engine import load_engine
 from lm_engine.engine import Progress, pick_device, run_splitting_on_oom, token_budget_batches
@@ -23,28 +22,28 @@ def random_texts(n, seed):
 
 
 @pytest.fixture(scope="module")
-def parity_result(engine):
-    return engine.encode(PARITY_TEXTS)
+def parity_result(engine, parity_texts):
+    return engine.encode(parity_texts)
 
 
-def test_vectors_match_sentence_transformers(parity_result, reference):
-    expected = reference.encode(PARITY_TEXTS, batch_size=32, convert_to_numpy=True)
+def test_vectors_match_sentence_transformers(parity_result, reference, parity_texts):
+    expected = reference.encode(parity_texts, batch_size=32, convert_to_numpy=True)
     got = parity_result.vectors
-    assert got.dtype == np.float32 and got.shape == (len(PARITY_TEXTS), 384)
+    assert got.dtype == np.float32 and got.shape == (len(parity_texts), 384)
     cosine = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
     assert cosine.min() >= 0.99999
     assert np.abs(got - expected).max() <= 1e-5
 
 
-def test_token_counts_and_truncation_match_the_reference_tokenizer(parity_result, reference, engine):
+def test_token_counts_and_truncation_match_the_reference_tokenizer(parity_result, reference, engine, parity_texts):
     assert engine.max_seq_length == reference.max_seq_length == 256
-    full = reference.tokenizer(PARITY_TEXTS, truncation=False)["input_ids"]
-    cut = reference.tokenizer(PARITY_TEXTS, truncation=True, max_length=256)["input_ids"]
+    full = reference.tokenizer(parity_texts, truncation=False)["input_ids"]
+    cut = reference.tokenizer(parity_texts, truncation=True, max_length=256)["input_ids"]
     assert parity_result.n_tokens.dtype == np.int32 and parity_result.truncated.dtype == bool
     assert parity_result.n_tokens.tolist() == [len(ids) for ids in cut]
     assert parity_result.truncated.tolist() == [len(ids) > 256 for ids in full]
     # the corpus really exercises both sides of the limit: "word " * 254 is exactly 256 tokens, * 255 is 257
-    assert parity_result.truncated.sum() == 5 and not parity_result.truncated[PARITY_TEXTS.index("word " * 254)]
+    assert parity_result.truncated.sum() == 5 and not parity_result.truncated[parity_texts.index("word " * 254)]
 
 
 def test_empty_string_is_cls_sep_like_the_reference(parity_result, reference):
@@ -84,9 +83,9 @@ def test_determinism(engine):
     assert np.array_equal(engine.encode(texts).vectors, first.vectors)  # bit-identical run after run
 
 
-def test_results_come_back_in_input_order(engine, parity_result):
-    order = list(reversed(range(len(PARITY_TEXTS))))
-    shuffled = engine.encode([PARITY_TEXTS[i] for i in order])
+def test_results_come_back_in_input_order(engine, parity_result, parity_texts):
+    order = list(reversed(range(len(parity_texts))))
+    shuffled = engine.encode([parity_texts[i] for i in order])
     assert np.abs(shuffled.vectors - parity_result.vectors[order]).max() <= 1e-6
     assert shuffled.n_tokens.tolist() == parity_result.n_tokens[order].tolist()
     assert shuffled.truncated.tolist() == parity_result.truncated[order].tolist()

