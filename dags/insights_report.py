@@ -1,7 +1,8 @@
 """
 # insights_report
 
-Data-aware: runs whenever a pipeline's load task updates its insight tables (an Airflow Asset per pipeline).
+Data-aware: runs whenever a pipeline run has loaded its insight tables and recorded itself in `insights.runs`
+(an Airflow Asset per pipeline, updated by the run's record_run task).
 Writes a plain-text report of the latest partitions (runs, summaries, segment tables, drivers) into
 `insights.reports`, one row per run of this DAG.
 """

@@ -67,6 +67,16 @@ def resolve_partition(params: dict[str, Any], interval_start: dt.datetime, inter
     return Partition(Partition.day(first).start, Partition.day(last).end)
 
 
+def manual_interval(schedule: str, run_after: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The interval Airflow gives a manual run with a logical date at ``run_after``: the last complete one."""
+    from croniter import croniter
+
+    run_after = run_after.astimezone(dt.timezone.utc).replace(second=0, microsecond=0)
+    end = run_after if croniter.match(schedule, run_after) else croniter(schedule, run_after).get_prev(dt.datetime)
+    start = croniter(schedule, end).get_prev(dt.datetime)
+    return start.replace(fold=0), end.replace(fold=0)  # croniter sets fold=1; UTC has no folds
+
+
 def doc_md(spec: PipelineSpec) -> str:
     tables = ", ".join(f"`{spec.sink.schema_}.{spec.name}_{t}`" for t in ("rows", "segments", "drivers",
                                                                          "summaries", "rejects"))
@@ -99,7 +109,10 @@ def build_dag(spec: PipelineSpec) -> DAG:
             from lm_engine import registry
 
             try:
-                partition = resolve_partition(params, context["data_interval_start"], context["data_interval_end"])
+                interval = (context.get("data_interval_start"), context.get("data_interval_end"))
+                if interval[0] is None:  # triggered without a logical date (REST/UI default): no data interval
+                    interval = manual_interval(spec.schedule, context["dag_run"].run_after)
+                partition = resolve_partition(params, *interval)
                 registry.resolve(params["model"])
             except (ValueError, registry.UnknownModelError) as exc:
                 raise AirflowFailException(f"{spec.name}: {exc}") from None
@@ -166,7 +179,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
                                     validated["rejected"])
             return {"rows": result["rows"], "seconds": time.monotonic() - started}
 
-        @task(outlets=[insight_asset(spec)])
+        @task
         def load(plan: dict) -> dict:
             from lm_insights.load import load_partition
 
@@ -174,7 +187,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
             loaded = load_partition(spec, conninfo_for(sink), _partition(plan))
             return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "seconds": time.monotonic() - started}
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+        # The Asset event comes from record_run, not load: a consumer (insights_report) that runs on it then
+        # finds the run in `runs` too, and a dry run (which loads nothing) emits none.
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[insight_asset(spec)])
         def record_run() -> dict:
             from lm_insights.load import RunRecord, drop_staging, record_run as write_run
             from lm_insights.pipeline import cache_key
@@ -205,8 +220,10 @@ def build_dag(spec: PipelineSpec) -> DAG:
             write_run(conninfo_for(sink), spec.sink.schema_, record)
             if status == "failed":
                 raise AirflowFailException(f"{spec.name} {record.partition}: run failed, recorded in runs")
-            if status == "success":
-                drop_staging(spec, conninfo_for(sink), record.partition)
+            if status == "dry_run":
+                raise AirflowSkipException(f"{spec.name} {record.partition}: dry run recorded in runs; nothing "
+                                           "was loaded, so no Asset event")
+            drop_staging(spec, conninfo_for(sink), record.partition)
             return {"status": status, "extracted": record.extracted, "rejected": record.rejected,
                     "loaded": record.loaded, "cached": record.cached, "computed": record.computed}
 

@@ -134,7 +134,16 @@ def generate_day(conninfo: str, day: dt.date, sales: int) -> float:
     from lm_insights import demo_warehouse
 
     started = time.monotonic()
-    demo_warehouse.generate(conninfo, start=day, days=1, sales_per_day=sales, reviews_per_day=0)
+    if sales < demo_warehouse.DAY_ID_FACTOR // 2:
+        demo_warehouse.generate(conninfo, start=day, days=1, sales_per_day=sales, reviews_per_day=0)
+    else:
+        # generate() caps a day below DAY_ID_FACTOR / 2 rows so that ids stay unique across days; with a single
+        # day in the warehouse a bigger day is safe (its last ids run into the next, absent, day's range).
+        demo_warehouse.generate(conninfo, start=day, days=1, sales_per_day=0, reviews_per_day=0)
+        with db.connect(conninfo) as conn:
+            conn.execute("truncate retail.daily_sales")
+            db.copy_rows(conn, db.qualified(demo_warehouse.SCHEMA, "daily_sales"), demo_warehouse.SALES_COLUMNS,
+                         demo_warehouse.sales_of_day(day, sales, seed=7))
     return time.monotonic() - started
 
 

@@ -14,6 +14,7 @@ import datetime as dt
 import os
 import shlex
 import sys
+import time
 
 from lm_insights import embedded_pg, local_env
 from lm_insights.local_env import say
@@ -24,7 +25,7 @@ DEMO_WAREHOUSE_DAYS = 7
 
 def run_dag(dag_id: str, day: dt.date, conf: dict | None = None):
     """One real DAG run (``dag.test``) whose data interval is ``[day, day + 1)``; return the DagRun."""
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(local_env.PROJECT_DIR / "dags"))
     if bag.import_errors:
@@ -37,6 +38,7 @@ def demo(days: int) -> None:
     from lm_insights import demo_warehouse
     from lm_insights.spec import load_specs
 
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # task logs stay in the UI; keep stdout short
     server, _ = local_env.prepare()
     conninfo = local_env.warehouse_conninfo(server)
     say(f"filling the demo warehouse ({DEMO_WAREHOUSE_DAYS} days from {DEMO_START})")
@@ -46,16 +48,30 @@ def demo(days: int) -> None:
     for spec in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines"):
         for offset in range(days):
             day = DEMO_START + dt.timedelta(days=offset)
-            say(f"DAG run {spec.name} for {day} (real Airflow run: extract, validate, textualize, infer, load)")
+            say(f"DAG run {spec.name} for {day}: extract, validate, textualize, infer, insights, load")
+            started = time.monotonic()
             run = run_dag(spec.name, day)
             if run.state != "success":
-                raise SystemExit(f"{spec.name} {day}: DAG run ended {run.state}; see the task logs above")
+                raise SystemExit(f"{spec.name} {day}: DAG run ended {run.state}; rerun with "
+                                 "AIRFLOW__LOGGING__LOGGING_LEVEL=INFO to see the task logs")
+            say(f"  {run_counts(conninfo, run.run_id)} in {time.monotonic() - started:.0f}s")
     print_highlights(conninfo)
     info = server.get_postmaster_info()
     say("query the insight tables with:")
     print(f"  psql \"host={info.socket_dir} port={info.port} user=postgres dbname={local_env.WAREHOUSE_DB}\"")
     print("  tables: insights.<pipeline>_rows, _segments, _drivers, _summaries, _rejects; insights.runs")
     print("  Airflow UI: make up (http://localhost:8080)")
+
+
+def run_counts(conninfo: str, run_id: str) -> str:
+    """The counts a DAG run recorded in insights.runs, as one line."""
+    from lm_insights import db
+
+    with db.connect(conninfo) as conn:
+        row = conn.execute("select extracted, rejected, cached, computed, loaded from insights.runs "
+                           "where run_id = %s", (run_id,)).fetchone()
+    names = ("extracted", "rejected", "cached", "computed", "loaded")
+    return ", ".join(f"{n} {v}" for n, v in zip(names, row)) if row else "no runs row recorded"
 
 
 def print_highlights(conninfo: str) -> None:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 NUMERIC_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
 MAX_CATEGORIES = 20  # a text column with more distinct values is free text, not a categorical driver
 UNKNOWN_SEGMENT = "unknown"
+MIN_GROUP_ROWS = 5  # a categorical value needs this many rows to be named as the one with the highest target
 
 
 class InferenceIncomplete(RuntimeError):
@@ -145,10 +146,12 @@ def categorical_driver(conn, rows: sql.Composable, field: str, target: str) -> D
         "where {x} is not null and {y} is not null group by 1), "
         "t as (select avg({y})::float8 as m, var_pop({y})::float8 * count({y}) as ss from {rows} "
         "where {x} is not null and {y} is not null) "
-        "select sum(g.n * (g.m - t.m) ^ 2) / nullif(t.ss, 0), (select v::text from g order by m desc limit 1), "
+        "select sum(g.n * (g.m - t.m) ^ 2) / nullif(t.ss, 0), "
+        "(select v::text from g where n >= %(min_rows)s order by m desc limit 1), "
         "sum(g.n), count(*) from g, t group by t.ss"
-    ).format(x=sql.Identifier(field), y=sql.Identifier(target), rows=rows)).fetchone() or (None, None, 0, 0)
-    if eta2 is None or groups < 2 or groups > MAX_CATEGORIES or groups > n / 2:
+    ).format(x=sql.Identifier(field), y=sql.Identifier(target), rows=rows),
+        {"min_rows": MIN_GROUP_ROWS}).fetchone() or (None, None, 0, 0)
+    if eta2 is None or top is None or groups < 2 or groups > MAX_CATEGORIES or groups > n / 2:
         return None
     return Driver(field, float(eta2), f"highest {target} when {field} = {top}", "eta squared", int(n))
 

@@ -73,8 +73,8 @@ class Service:
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM the process group and every descendant, SIGKILL whatever is left after ``grace_s``."""
-        if self.process is None or self.process.poll() is not None:
-            return
+        if self.process is None:
+            return  # even when the service itself has exited, what it started may still run in its group
         members = _descendants(self.process.pid)
         _signal_group(self.process.pid, signal.SIGTERM)
         try:
@@ -274,6 +274,29 @@ class AirflowStack:
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.request("PATCH", f"/api/v2/dags/{dag_id}?update_mask=is_paused", {"is_paused": paused})
+
+    def trigger(self, dag_id: str, conf: dict, run_id: str | None = None, logical_date: str | None = None) -> dict:
+        """``POST /dags/{dag_id}/dagRuns``: the Params in ``conf`` are validated before the run is created."""
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
+                            {"dag_run_id": run_id, "logical_date": logical_date, "conf": conf})
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")[
+            "task_instances"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 300.0) -> dict:
+        """Poll the DAG run until it is success or failed; at ``timeout_s`` fail with its task states and logs."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return run
+            self.check_running()
+            if time.monotonic() > deadline:
+                states = [(t["task_id"], t["map_index"], t["state"]) for t in self.task_instances(dag_id, run_id)]
+                raise ServiceError(f"{dag_id} {run_id} still {run['state']} after {timeout_s:.0f}s: {states}\n"
+                                   f"{self.tails()}")
+            time.sleep(2)
 
 
 class ApiError(RuntimeError):

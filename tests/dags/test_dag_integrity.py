@@ -14,7 +14,7 @@ DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
 @pytest.fixture(scope="module")
 def dag_bag():
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS_DIR))
 
@@ -50,7 +50,7 @@ def test_pipeline_dags_have_real_daily_intervals_and_gpu_shards(dag_bag):
 
 def test_parsing_does_not_import_heavy_libraries():
     code = (
-        "import sys, json; from airflow.models.dagbag import DagBag; "
+        "import sys, json; from airflow.dag_processing.dagbag import DagBag; "
         f"DagBag(dag_folder={str(DAGS_DIR)!r}); "
         "print(json.dumps([m for m in ('torch', 'lm_engine', 'great_expectations', 'pandas', 'psycopg') "
         "if m in sys.modules]))"
