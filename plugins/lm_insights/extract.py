@@ -21,11 +21,11 @@ def source_column_types(spec: PipelineSpec, source_conn) -> dict[str, str]:
     """Types of the spec's source columns; raise :class:`SourceError` for a missing table or column."""
     found = db.table_columns(source_conn, spec.source.schema_name, spec.source.table_name)
     if not found:
-        raise SourceError(f"{spec.name}: source.table {spec.source.table!r} does not exist in the source database")
+        raise SourceError(f"{spec.origin}: source.table {spec.source.table!r} does not exist in the source database")
     missing = [c for c in spec.source.columns if c not in found]
     if missing:
         raise SourceError(
-            f"{spec.name}: source.columns {missing} do not exist in {spec.source.table}; "
+            f"{spec.origin}: source.columns {missing} do not exist in {spec.source.table}; "
             f"it has {list(found)}"
         )
     return {c: found[c] for c in spec.source.columns}

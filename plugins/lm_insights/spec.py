@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 DEFAULT_PIPELINES_DIR = Path(__file__).resolve().parents[2] / "dags" / "pipelines"
@@ -146,6 +146,7 @@ class Sink(_Strict):
 
 
 class PipelineSpec(_Strict):
+    _path: Path | None = PrivateAttr(default=None)  # the YAML file it came from, named in errors
     name: str  # dag_id and prefix of the insight tables
     description: str = ""  # Markdown shown in the Airflow UI
     owner: str = "data-team"
@@ -206,6 +207,11 @@ class PipelineSpec(_Strict):
         return self
 
     @property
+    def origin(self) -> str:
+        """Where the spec came from, for error messages: its file, or its name when built in code."""
+        return str(self._path) if self._path else self.name
+
+    @property
     def target(self) -> str:
         return self.insights.target or self.insights.metrics[0]
 
@@ -254,9 +260,11 @@ def load_spec(path: str | Path) -> PipelineSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a pipeline spec is a YAML mapping, got {type(raw).__name__}")
     try:
-        return PipelineSpec.model_validate(raw)
+        spec = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_format_error(path, exc)) from None
+    spec._path = path
+    return spec
 
 
 def load_specs(directory: str | Path = DEFAULT_PIPELINES_DIR) -> list[PipelineSpec]:
