@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "up":
         local_env.prepare()
         say("starting airflow standalone: http://localhost:8080 (Ctrl-C stops it; `make stop` stops the database)")
-        os.execve(os.path.join(os.path.dirname(sys.executable), "airflow"), ["airflow", "standalone"], os.environ)
+        venv_bin = os.path.dirname(sys.executable)
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
+        os.execve(os.path.join(venv_bin, "airflow"), ["airflow", "standalone"], os.environ)
     elif args.command == "env":
         server = embedded_pg.start()
         for name, value in local_env.airflow_environment(server, local_env.PROJECT_DIR / ".local" / "airflow").items():
