@@ -172,7 +172,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         @task
         def insights(plan: dict, validated: dict) -> dict:
             from lm_insights.insights import build_insights
-            from lm_insights.pipeline import cache_key
+            from lm_insights.infer import cache_key
 
             started = time.monotonic()
             result = build_insights(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]),
@@ -192,7 +192,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[insight_asset(spec)])
         def record_run() -> dict:
             from lm_insights.load import RunRecord, drop_staging, record_run as write_run
-            from lm_insights.pipeline import cache_key
+            from lm_insights.infer import cache_key
 
             ti = get_current_context()["ti"]
             plan, extracted, validated, loaded = (

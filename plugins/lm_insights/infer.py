@@ -56,6 +56,14 @@ def head_version(spec: PipelineSpec) -> str:
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
+def cache_key(spec: PipelineSpec, model: str | None = None) -> CacheKey:
+    """The result-cache key of this spec with ``model`` (default: the spec's), without loading the weights."""
+    from lm_engine import registry
+
+    name = model or spec.lm.model
+    return CacheKey(registry.model_key(name, registry.resolve(name)), head_version(spec), template_version(spec))
+
+
 def cache_table(spec: PipelineSpec) -> sql.Composed:
     return db.qualified(spec.sink.schema_, "lm_cache")
 
@@ -108,12 +116,20 @@ def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: 
 
     ``engine`` defaults to ``lm_engine.load_engine(model)``; benchmarks pass a stub to measure the platform alone.
     """
-    if engine is None:
-        from lm_engine import load_engine
+    key = cache_key(spec, model) if engine is None else CacheKey(engine.model_key, head_version(spec),
+                                                                 template_version(spec))
+    loaded: dict = {}
 
-        engine = load_engine(model or spec.lm.model)
-    key = CacheKey(engine.model_key, head_version(spec), template_version(spec))
-    prototypes = {name: engine.prototypes(s.labels) for name, s in spec.lm.label_sets.items()}
+    def engine_and_prototypes():
+        """The model is loaded on the first cache miss: a fully cached shard never loads it."""
+        if not loaded:
+            from lm_engine import load_engine
+
+            loaded["engine"] = engine or load_engine(model or spec.lm.model)
+            loaded["prototypes"] = {name: loaded["engine"].prototypes(s.labels)
+                                    for name, s in spec.lm.label_sets.items()}
+        return loaded["engine"], loaded["prototypes"]
+
     texts = cached = computed = 0
     with db.connect(conninfo) as read, db.connect(conninfo) as write:
         total = read.execute(
@@ -121,7 +137,8 @@ def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: 
             {"shard": shard, "shards": shards},
         ).fetchone()[0]
         progress = db.Progress(f"{spec.name} infer shard {shard}/{shards} {partition}", total, logger=log)
-        write.execute(sql.SQL("create temp table cache_in (like {} including defaults) on commit delete rows").format(cache_table(spec)))
+        write.execute(sql.SQL("create temp table cache_in (like {} including defaults) on commit delete rows")
+                      .format(cache_table(spec)))
         chunks = db.stream_query(read, shard_texts_query(spec, partition), {"shard": shard, "shards": shards},
                                  spec.lm.chunk_size)
         for chunk in chunks:
@@ -129,7 +146,7 @@ def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: 
             hits = set() if force_recompute else cached_hashes(write, spec, key, hashes)
             misses = [(h, t) for h, t in chunk if h not in hits]
             if misses:
-                write_results(write, spec, key, misses, engine, prototypes, overwrite=force_recompute)
+                write_results(write, spec, key, misses, *engine_and_prototypes(), overwrite=force_recompute)
             write.commit()  # a retried shard starts from here
             texts += len(chunk)
             cached += len(hits)
@@ -150,7 +167,7 @@ def cached_hashes(conn, spec: PipelineSpec, key: CacheKey, hashes: list[str]) ->
 
 
 def write_results(conn, spec: PipelineSpec, key: CacheKey, misses: list[tuple[str, str]], engine,
-                  prototypes: dict, overwrite: bool) -> None:
+                  prototypes: dict, overwrite: bool = False) -> None:
     """Encode ``misses`` (hash, text) and COPY the outputs into the cache."""
     encoded = engine.encode([text for _, text in misses])
     labels = classify_all(spec, engine, encoded.vectors, prototypes)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from lm_insights.extract import extract_partition
-from lm_insights.infer import CacheKey, count_distinct_texts, head_version, infer_shard, plan_shards
+from lm_insights.infer import CacheKey, cache_key, count_distinct_texts, head_version, infer_shard, plan_shards
 from lm_insights.insights import build_insights
 from lm_insights.load import RunRecord, drop_staging, load_partition, record_run
 from lm_insights.partition import Partition
@@ -21,14 +21,6 @@ from lm_insights.textualize import template_version, textualize_partition
 from lm_insights.validate import validate_partition
 
 T = TypeVar("T")
-
-
-def cache_key(spec: PipelineSpec, model: str | None = None) -> CacheKey:
-    """The result-cache key of this spec with ``model`` (default: the spec's), without loading the weights."""
-    from lm_engine import registry
-
-    name = model or spec.lm.model
-    return CacheKey(registry.model_key(name, registry.resolve(name)), head_version(spec), template_version(spec))
 
 
 def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, partition: Partition,

@@ -16,7 +16,8 @@ from lm_insights.infer import count_distinct_texts, infer_shard
 from lm_insights.insights import build_insights
 from lm_insights.load import load_partition
 from lm_insights.partition import Partition
-from lm_insights.pipeline import cache_key, run_partition
+from lm_insights.infer import cache_key
+from lm_insights.pipeline import run_partition
 from lm_insights.spec import load_spec
 from lm_insights.textualize import format_value, textualize_partition
 from lm_insights.extract import extract_partition

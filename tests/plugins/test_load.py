@@ -13,7 +13,8 @@ from lm_insights.extract import extract_partition
 from lm_insights.insights import build_insights
 from lm_insights.load import MissingStaging, load_partition
 from lm_insights.partition import Partition, staging_table
-from lm_insights.pipeline import cache_key, run_partition
+from lm_insights.infer import cache_key
+from lm_insights.pipeline import run_partition
 from lm_insights.spec import load_spec
 from lm_insights.textualize import textualize_partition
 from lm_insights.validate import validate_partition
