@@ -195,16 +195,17 @@ def build_dag(spec: PipelineSpec) -> DAG:
             from lm_insights.infer import cache_key
 
             ti = get_current_context()["ti"]
-            plan, extracted, validated, loaded = (
-                ti.xcom_pull(task_ids=t) for t in ("plan_partition", "extract", "validate", "load"))
+            plan, extracted, validated, texts, built, loaded = (ti.xcom_pull(task_ids=t) for t in (
+                "plan_partition", "extract", "validate", "textualize", "insights", "load"))
             inferred = ti.xcom_pull(task_ids="infer") if loaded else None  # all map indexes
             inferred = [inferred] if isinstance(inferred, dict) else inferred
             if plan is None:
                 raise AirflowFailException(f"{spec.name}: the partition could not be planned; nothing was run")
             key = cache_key(spec, plan["model"])
             inferred = [s for s in (inferred or []) if s]
-            timings = {name: round(step["seconds"], 3) for name, step in
-                       (("extract", extracted), ("validate", validated), ("load", loaded)) if step}
+            timings = {name: round(step["seconds"], 3) for name, step in (
+                ("extract", extracted), ("validate", validated), ("textualize", texts), ("insights", built),
+                ("load", loaded)) if step}
             if inferred:
                 timings["infer"] = round(sum(s["seconds"] for s in inferred), 3)
             status = "success" if loaded else ("dry_run" if plan["dry_run"] and validated else "failed")
@@ -218,12 +219,12 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 message=None if status != "failed" else "a task failed: see the task logs of this run",
             )
             write_run(conninfo_for(sink), spec.sink.schema_, record)
+            drop_staging(spec, conninfo_for(sink), record.partition)  # this run's own tables, whatever its end
             if status == "failed":
                 raise AirflowFailException(f"{spec.name} {record.partition}: run failed, recorded in runs")
             if status == "dry_run":
                 raise AirflowSkipException(f"{spec.name} {record.partition}: dry run recorded in runs; nothing "
                                            "was loaded, so no Asset event")
-            drop_staging(spec, conninfo_for(sink), record.partition)
             return {"status": status, "extracted": record.extracted, "rejected": record.rejected,
                     "loaded": record.loaded, "cached": record.cached, "computed": record.computed}
 
@@ -241,4 +242,5 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
 
 def _partition(plan: dict) -> Partition:
-    return Partition(dt.datetime.fromisoformat(plan["start"]), dt.datetime.fromisoformat(plan["end"]))
+    return Partition(dt.datetime.fromisoformat(plan["start"]), dt.datetime.fromisoformat(plan["end"]),
+                     run_id=plan["run_id"])

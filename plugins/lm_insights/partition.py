@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -18,6 +19,9 @@ class Partition:
 
     start: dt.datetime
     end: dt.datetime
+    # The run working on it: two runs of one partition at once (a manual trigger during a backfill) then get
+    # staging tables of their own; the load's transaction decides which one's result the partition keeps.
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -42,10 +46,16 @@ class Partition:
 
 
 def staging_name(spec: PipelineSpec, partition: Partition, step: str) -> str:
-    """``<pipeline>__<partition tag>__<step>``: one staging table per pipeline, partition and step."""
-    name = f"{spec.name}__{partition.tag}__{step}"
+    """``<pipeline>__<partition tag>[_<run hash>]__<step>``: one staging table per pipeline, partition, run and step.
+
+    A tag that would make the name longer than PostgreSQL's 63 characters is replaced by its hash.
+    """
+    tag = partition.tag
+    if partition.run_id:
+        tag += "_" + hashlib.sha256(partition.run_id.encode()).hexdigest()[:6]
+    name = f"{spec.name}__{tag}__{step}"
     if len(name) > 63:
-        raise ValueError(f"staging table name {name!r} is longer than PostgreSQL's 63 characters")
+        name = f"{spec.name}__{hashlib.sha256(tag.encode()).hexdigest()[:12]}__{step}"
     return name
 
 

@@ -6,6 +6,7 @@ same order in one process, for scripts and for measuring each step's share of th
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +33,9 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
     """
     key = cache_key(spec, model) if engine is None else CacheKey(engine.model_key, head_version(spec),
                                                                  template_version(spec))
-    record = RunRecord(run_id=run_id or f"script__{uuid.uuid4().hex[:12]}", pipeline=spec.name,
+    run_id = run_id or f"script__{uuid.uuid4().hex[:12]}"
+    partition = dataclasses.replace(partition, run_id=run_id)
+    record = RunRecord(run_id=run_id, pipeline=spec.name,
                        partition=partition, status="running", model_key=key.model_key,
                        template_version=key.template_version, head_version=key.head_version)
 

@@ -147,7 +147,7 @@ class Sink(_Strict):
 
 class PipelineSpec(_Strict):
     _path: Path | None = PrivateAttr(default=None)  # the YAML file it came from, named in errors
-    name: str  # dag_id and prefix of the insight tables
+    name: str = Field(max_length=32)  # dag_id and prefix of the insight and staging tables (63-character limit)
     description: str = ""  # Markdown shown in the Airflow UI
     owner: str = "data-team"
     tags: list[str] = []

@@ -67,7 +67,7 @@ def test_dag_run_loads_the_partition_and_loses_no_row(warehouse, pipeline, view,
     assert len(content["summaries"]) == 1 and content["segments"]
     with psycopg.connect(warehouse) as conn:
         staging = conn.execute("select count(*) from pg_tables where schemaname = 'lm_staging' "
-                               "and tablename like %s", (f"{pipeline}__20261102__%",)).fetchone()[0]
+                               "and tablename like %s", (f"{pipeline}__20261102%",)).fetchone()[0]
     assert staging == 0, "staging tables of a successful run are dropped"
 
 

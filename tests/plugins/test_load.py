@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import psycopg
@@ -50,3 +51,21 @@ def test_a_failed_load_leaves_the_previous_partition_intact(warehouse_conninfo):
     with pytest.raises(MissingStaging, match="customer_reviews__20261101__summary is missing"):
         load_partition(SPEC, warehouse_conninfo, DAY)
     assert partition_dump(warehouse_conninfo) == before
+
+
+def test_two_runs_of_one_partition_at_once_keep_their_own_staging(warehouse_conninfo):
+    """A manual trigger during a backfill of the same day: neither run breaks the other."""
+    demo_warehouse.create_schema(warehouse_conninfo)
+    demo_warehouse.generate(warehouse_conninfo, start=DAY.start.date(), days=1, sales_per_day=5, reviews_per_day=8)
+    first = dataclasses.replace(DAY, run_id="backfill__2026-11-01")
+    extract_partition(SPEC, warehouse_conninfo, warehouse_conninfo, first)
+    rejected = validate_partition(SPEC, warehouse_conninfo, first).rejected
+    textualize_partition(SPEC, warehouse_conninfo, first)
+
+    second = run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY, run_id="manual__2026-11-01")
+    assert second.status == "success"  # and it dropped its own staging tables, not the first run's
+
+    infer_shard(SPEC, warehouse_conninfo, first, 0, 1)
+    build_insights(SPEC, warehouse_conninfo, first, cache_key(SPEC), rejected)
+    loaded = load_partition(SPEC, warehouse_conninfo, first)
+    assert loaded["rows"] == second.loaded and loaded["rejects"] == second.rejected
