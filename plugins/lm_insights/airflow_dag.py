@@ -69,12 +69,12 @@ def resolve_partition(params: dict[str, Any], interval_start: dt.datetime, inter
 
 def manual_interval(schedule: str, run_after: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """The interval Airflow gives a manual run with a logical date at ``run_after``: the last complete one."""
-    from croniter import croniter
+    import pendulum
+    from airflow.timetables.interval import CronDataIntervalTimetable as CoreTimetable
 
-    run_after = run_after.astimezone(dt.timezone.utc).replace(second=0, microsecond=0)
-    end = run_after if croniter.match(schedule, run_after) else croniter(schedule, run_after).get_prev(dt.datetime)
-    start = croniter(schedule, end).get_prev(dt.datetime)
-    return start.replace(fold=0), end.replace(fold=0)  # croniter sets fold=1; UTC has no folds
+    timetable = CoreTimetable(schedule, timezone="UTC")
+    interval = timetable.infer_manual_data_interval(run_after=pendulum.instance(run_after))
+    return interval.start, interval.end
 
 
 def doc_md(spec: PipelineSpec) -> str:
