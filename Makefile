@@ -2,14 +2,14 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: demo test up stop bench lm-bench system-deps clean
 
 $(STAMP):
 	@echo "[lm-insights] installing pinned requirements into $(VENV) (about 2 minutes on a fresh machine)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --progress-bar off --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --progress-bar off --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
