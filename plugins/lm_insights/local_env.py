@@ -31,6 +31,7 @@ def airflow_environment(server, airflow_home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor forks this many workers; the default 32 only costs memory
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
             f"postgresql+psycopg2://postgres@/{AIRFLOW_DB}?host={info.socket_dir}&port={info.port}",
