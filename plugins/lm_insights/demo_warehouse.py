@@ -40,16 +40,13 @@ import random
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
-import psycopg
 
 from lm_insights import db
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "retail"
-DDL_DIR = db.SQL_DIR / "warehouse"
 DAY_ID_FACTOR = 1_000_000  # ids are yyyymmdd * DAY_ID_FACTOR + n, so at most this many rows per table and day
 
 PRODUCT_COLUMNS = ("product_id", "name", "category", "price", "description")
@@ -193,21 +190,10 @@ LONG_REVIEW_SENTENCES = [
 LONG_REVIEW_MIN_WORDS = 420
 
 
-def ddl_files() -> list[Path]:
-    """The warehouse DDL files, in the order they run."""
-    return sorted(DDL_DIR.glob("*.sql"))
-
-
-def apply_ddl(conn: psycopg.Connection) -> None:
-    """Run every DDL file on ``conn`` (inside its transaction); each is idempotent."""
-    for path in ddl_files():
-        conn.execute(path.read_text())
-
-
 def create_schema(conninfo: str) -> None:
     """Create schema ``retail``, its tables, indexes and views if they are missing."""
     with db.connect(conninfo) as conn:
-        apply_ddl(conn)
+        db.run_sql_files(conn, "warehouse")
 
 
 def _day_id(day: dt.date, n: int) -> int:
@@ -320,7 +306,7 @@ def generate(conninfo: str, start: dt.date = dt.date(2026, 11, 1), days: int = 7
     started = time.monotonic()
     tables = {name: db.qualified(SCHEMA, name) for name in ("products", "daily_sales", "reviews")}
     with db.connect(conninfo) as conn:
-        apply_ddl(conn)
+        db.run_sql_files(conn, "warehouse")
         conn.execute("truncate retail.products, retail.daily_sales, retail.reviews")
         counts = {
             "products": db.copy_rows(conn, tables["products"], PRODUCT_COLUMNS, PRODUCTS),

@@ -5,7 +5,6 @@ These run the plain step functions (no scheduler) with the real all-MiniLM-L6-v2
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import psycopg
