@@ -9,7 +9,7 @@ template change.
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,8 @@ class Classification:
     label: str  # the nearest prototype's label, or UNCERTAIN when margin < min_margin
     score: float  # cosine similarity to the nearest prototype
     margin: float  # score minus the cosine to the runner-up prototype
+    best: str = ""  # the nearest prototype's label even when `label` is UNCERTAIN
+    scores: dict = field(default_factory=dict)  # cosine to every label's prototype: what occlusion compares
 
 
 def prototype_texts(labels):
@@ -54,8 +56,9 @@ def classify_vectors(vectors, prototypes, labels, min_margin=0.02):
     runner_up, best = np.argsort(cosine, axis=1, kind="stable")[:, -2:].T
     rows = np.arange(len(cosine))
     scores, margins = cosine[rows, best], cosine[rows, best] - cosine[rows, runner_up]
-    return [Classification(label=labels[b] if m >= min_margin else UNCERTAIN, score=float(s), margin=float(m))
-            for b, s, m in zip(best, scores, margins)]
+    return [Classification(label=labels[b] if m >= min_margin else UNCERTAIN, score=float(s), margin=float(m),
+                           best=labels[b], scores=dict(zip(labels, map(float, row))))
+            for b, s, m, row in zip(best, scores, margins, cosine)]
 
 
 def label_set_version(labels, min_margin):

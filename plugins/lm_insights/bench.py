@@ -48,6 +48,7 @@ from psycopg import sql
 
 from lm_insights import db
 from lm_insights.spec import DEFAULT_PIPELINES_DIR, PipelineSpec, load_spec
+from lm_insights.textualize import occluded_texts, render
 
 log = logging.getLogger("lm_insights.bench")
 
@@ -147,6 +148,21 @@ def generate_day(conninfo: str, day: dt.date, sales: int) -> float:
     return time.monotonic() - started
 
 
+def lm_texts_of_day(bench: Bench, day: dt.date, changed_only: bool = False) -> set[str]:
+    """Every text the LM reads for the day's loaded rows: each row's text and, with attributions, its occlusions."""
+    query = "select * from insights.product_sales_rows where partition_start = %s"
+    params: tuple = (dt.datetime.combine(day, dt.time(), dt.timezone.utc),)
+    if changed_only:
+        query, params = query + " and units >= %s", (*params, UNITS_CHANGE)
+    with db.connect(bench.conninfo) as conn:
+        cursor = conn.execute(query, params)
+        rows = [dict(zip([c.name for c in cursor.description], r)) for r in cursor.fetchall()]
+    texts = {render(bench.spec, row) for row in rows}
+    if bench.spec.lm.attributions:
+        texts |= {text for row in rows for _, text in occluded_texts(bench.spec, row)}
+    return texts
+
+
 def copy_day_with_changes(conninfo: str, source: dt.date, target: dt.date) -> int:
     """Copy ``source``'s sales to ``target`` (new sale ids), with new units on every CHANGED_EVERY-th; return them."""
     from lm_insights.demo_warehouse import DAY_ID_FACTOR
@@ -227,11 +243,7 @@ def bench_runs(bench: Bench, rows: int) -> None:
     changed = copy_day_with_changes(bench.conninfo, COLD_DAY, NEXT_DAY)
     engine.seconds, engine.texts = 0.0, 0
     incremental = run_day(bench, NEXT_DAY, engine)
-    with db.connect(bench.conninfo) as conn:  # what should have been encoded: the distinct texts of changed rows
-        new_texts = conn.execute(
-            "select count(distinct text) from insights.product_sales_rows where partition_start = %s "
-            "and units >= %s", (dt.datetime.combine(NEXT_DAY, dt.time(), dt.timezone.utc), UNITS_CHANGE),
-        ).fetchone()[0]
+    new_texts = len(lm_texts_of_day(bench, NEXT_DAY, changed_only=True) - lm_texts_of_day(bench, COLD_DAY))
     incremental |= {"changed_rows": changed, "new_distinct_texts": new_texts, "encoded_texts": engine.texts,
                     "encode_s": round(engine.seconds, 3),
                     "computed_share_of_rows": round(incremental["computed"] / incremental["extracted"], 4),

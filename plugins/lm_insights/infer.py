@@ -20,7 +20,7 @@ from psycopg import sql
 from lm_insights import db
 from lm_insights.partition import Partition, staging_table
 from lm_insights.spec import PipelineSpec
-from lm_insights.textualize import template_version
+from lm_insights.textualize import lm_texts, template_version
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def head_version(spec: PipelineSpec) -> str:
     from lm_engine.zero_shot import label_set_version
 
     parts = {name: label_set_version(s.labels, s.min_margin) for name, s in sorted(spec.lm.label_sets.items())}
-    recipe = json.dumps({"embeddings": spec.lm.embeddings, "label_sets": parts}, sort_keys=True)
+    # "outputs" versions the shape of the cached JSON: 2 added per-label scores (read by the attributions).
+    recipe = json.dumps({"embeddings": spec.lm.embeddings, "label_sets": parts, "outputs": 2}, sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
@@ -70,7 +71,7 @@ def cache_table(spec: PipelineSpec) -> sql.Composed:
 
 def count_distinct_texts(spec: PipelineSpec, conninfo: str, partition: Partition) -> int:
     with db.connect(conninfo) as conn:
-        query = sql.SQL("select count(distinct text_sha256) from {}").format(staging_table(spec, partition, "texts"))
+        query = sql.SQL("select count(distinct text_sha256) from ({}) as t").format(lm_texts(spec, partition))
         return conn.execute(query).fetchone()[0]
 
 
@@ -86,10 +87,10 @@ def plan_shards(spec: PipelineSpec, distinct_texts: int, requested: int | None =
 def shard_texts_query(spec: PipelineSpec, partition: Partition) -> sql.Composed:
     """Distinct texts of one shard (``%(shard)s`` of ``%(shards)s``), assigned by a hash of the text hash."""
     return sql.SQL(
-        "select text_sha256, min(text) from {texts} "
+        "select text_sha256, min(text) from ({texts}) as t "
         "where mod(abs(hashtextextended(text_sha256, 0)), %(shards)s) = %(shard)s "
         "group by text_sha256 order by text_sha256"
-    ).format(texts=staging_table(spec, partition, "texts"))
+    ).format(texts=lm_texts(spec, partition))
 
 
 def vector_literal(vector: np.ndarray) -> str:
@@ -98,15 +99,16 @@ def vector_literal(vector: np.ndarray) -> str:
 
 
 def classify_all(spec: PipelineSpec, engine, vectors: np.ndarray, prototypes: dict) -> list[dict]:
-    """Per text: ``{label_set: {label, score, margin}}``."""
+    """Per text: ``{label_set: {label, best, score, margin, scores: {label: cosine}}}``."""
     from lm_engine.zero_shot import classify_vectors
 
     per_text: list[dict] = [{} for _ in range(len(vectors))]
     for name, label_set in spec.lm.label_sets.items():
         results = classify_vectors(vectors, prototypes[name], list(label_set.labels), label_set.min_margin)
         for outputs, result in zip(per_text, results):
-            outputs[name] = {"label": result.label, "score": round(float(result.score), 6),
-                             "margin": round(float(result.margin), 6)}
+            outputs[name] = {"label": result.label, "best": result.best, "score": round(result.score, 6),
+                             "margin": round(result.margin, 6),
+                             "scores": {label: round(score, 6) for label, score in result.scores.items()}}
     return per_text
 
 

@@ -15,6 +15,7 @@ from lm_insights import db
 from lm_insights.infer import CacheKey, cache_table
 from lm_insights.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 from lm_insights.spec import PipelineSpec, Tiers
+from lm_insights.textualize import lm_texts
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,9 @@ def build_rows(spec: PipelineSpec, conn, partition: Partition, key: CacheKey) ->
     target = staging_table(spec, partition, "rows")
     texts = staging_table(spec, partition, "texts")
     missing = conn.execute(
-        sql.SQL("select count(*) from {texts} as t where not exists (select from {cache} as c "
+        sql.SQL("select count(*) from ({texts}) as t where not exists (select from {cache} as c "
                 "where c.model_key = %s and c.head_version = %s and c.template_version = %s "
-                "and c.text_sha256 = t.text_sha256)").format(texts=texts, cache=cache_table(spec)),
+                "and c.text_sha256 = t.text_sha256)").format(texts=lm_texts(spec, partition), cache=cache_table(spec)),
         (key.model_key, key.head_version, key.template_version),
     ).fetchone()[0]
     if missing:
@@ -69,6 +70,10 @@ def build_rows(spec: PipelineSpec, conn, partition: Partition, key: CacheKey) ->
     selected = [sql.SQL("%(partition_start)s::timestamptz as partition_start"), sql.SQL("e._row_number")]
     selected += [sql.Identifier("e", c) for c in spec.row_columns]
     selected += [sql.SQL("t.text"), *label_columns(spec), sql.SQL("c.n_tokens"), sql.SQL("c.truncated")]
+    attributions = attribution_joins(spec, partition) if spec.lm.attributions else []
+    selected += [sql.SQL("{}.field as {}, {}.effect as {}").format(
+        sql.Identifier(f"a_{name}"), sql.Identifier(f"{name}_top_field"),
+        sql.Identifier(f"a_{name}"), sql.Identifier(f"{name}_top_effect")) for name, _ in attributions]
     conn.execute(sql.SQL("drop table if exists {}").format(target))
     conn.execute(
         sql.SQL(
@@ -76,12 +81,34 @@ def build_rows(spec: PipelineSpec, conn, partition: Partition, key: CacheKey) ->
             "join {texts} as t using (_row_number) "
             "join {cache} as c on c.text_sha256 = t.text_sha256 and c.model_key = %(model_key)s "
             "and c.head_version = %(head_version)s and c.template_version = %(template_version)s "
-            "order by e._row_number"
+            "{attributions} order by e._row_number"
         ).format(target=target, selected=sql.SQL(", ").join(selected),
-                 extracted=staging_table(spec, partition, "extracted"), texts=texts, cache=cache_table(spec)),
+                 extracted=staging_table(spec, partition, "extracted"), texts=texts, cache=cache_table(spec),
+                 attributions=sql.SQL(" ").join(join for _, join in attributions)),
         {"partition_start": partition.start, **vars(key)},
     )
     return conn.execute(sql.SQL("select count(*) from {}").format(target)).fetchone()[0]
+
+
+def attribution_joins(spec: PipelineSpec, partition: Partition) -> list[tuple[str, sql.Composable]]:
+    """Per label set, a lateral join giving the text column whose occlusion lowers the row's best label most.
+
+    effect = cosine of the row's text to its best label's prototype minus the same cosine with the column's value
+    replaced by "unknown": how much that column's value supports the label.
+    """
+    joins = []
+    for name in spec.lm.label_sets:
+        best = sql.SQL("(c.labels -> {n} ->> 'best')").format(n=sql.Literal(name))
+        joins.append((name, sql.SQL(
+            "left join lateral (select o.field, "
+            "(c.labels -> {n} -> 'scores' ->> {best})::float8 - (oc.labels -> {n} -> 'scores' ->> {best})::float8 "
+            "as effect from {occlusions} as o join {cache} as oc on oc.text_sha256 = o.text_sha256 "
+            "and oc.model_key = c.model_key and oc.head_version = c.head_version "
+            "and oc.template_version = c.template_version "
+            "where o._row_number = e._row_number order by 2 desc, 1 limit 1) as {alias} on true"
+        ).format(n=sql.Literal(name), best=best, occlusions=staging_table(spec, partition, "occlusions"),
+                 cache=cache_table(spec), alias=sql.Identifier(f"a_{name}"))))
+    return joins
 
 
 def tier_expression(tiers: Tiers) -> tuple[sql.Composable, sql.Composable]:
@@ -165,7 +192,7 @@ def measure_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driv
             "partition_start", "text", "n_tokens"}
     drivers = []
     for field, type_name in types.items():
-        if field in skip or field.endswith(("_score", "_margin")) or type_name == "boolean":
+        if field in skip or field.endswith(("_score", "_margin", "_top_field", "_top_effect")) or type_name == "boolean":
             continue
         measure = numeric_driver if is_numeric(type_name) else categorical_driver
         driver = measure(conn, rows, field, spec.target)
@@ -206,6 +233,15 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
             by_segment.setdefault(segment, []).append(f"{value}: {count} rows, mean {mean:.1f}{spread}")
     for segment, items in by_segment.items():
         parts.append(f"{spec.target} by {segment.split(':', 1)[1]} — " + "; ".join(items) + ".")
+    if spec.lm.attributions:
+        for name in spec.lm.label_sets:
+            field, share = conn.execute(sql.SQL(
+                "select {f}, count(*)::float8 / sum(count(*)) over () from {rows} where {f} is not null "
+                "group by 1 order by 2 desc, 1 limit 1").format(f=sql.Identifier(f"{name}_top_field"), rows=rows)
+            ).fetchone() or (None, 0.0)
+            if field:
+                parts.append(f"The {name} label rests mostly on {field} (the most influential field in "
+                             f"{share:.0%} of rows).")
     if drivers:
         top = drivers[0]
         parts.append(f"Strongest driver of {spec.target}: {top.field} ({top.method}, n = {top.n}); {top.direction}.")

@@ -92,11 +92,22 @@ class LM(_Strict):
     model: str = "all-MiniLM-L6-v2"  # a name in the lm_engine registry
     embeddings: bool = True  # keep each row's embedding (pgvector) in the result cache
     label_sets: dict[str, LabelSet] = {}  # zero-shot classifications to run on every row
+    # Per row, the text column whose removal ("unknown" in its place) lowers the row's label score most:
+    # one extra text per text column to encode (the cache shares repeats), so it is opt-in.
+    attributions: bool = False
     queue: str = "gpu"  # Celery queue of the infer shards
     pool: str = "lm_gpu"  # Airflow pool of the infer shards (size it to the GPUs)
     shards: int | None = Field(default=None, ge=1, le=64)  # None: from the partition size
     rows_per_shard: int = Field(default=5000, ge=1)  # used to size shards when `shards` is None
     chunk_size: int = Field(default=1000, ge=1)  # rows per streamed chunk in every step
+
+    @field_validator("label_sets")
+    @classmethod
+    def _label_set_names_are_identifiers(cls, value: dict[str, LabelSet]) -> dict[str, LabelSet]:
+        for name in value:
+            if not IDENTIFIER.match(name):
+                raise ValueError(f"label set name {name!r} is not a lowercase identifier (it names columns)")
+        return value
 
 
 class Tiers(_Strict):

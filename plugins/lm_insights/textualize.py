@@ -12,6 +12,7 @@ import hashlib
 import html
 import logging
 import re
+from contextlib import nullcontext
 
 from psycopg import sql
 
@@ -75,24 +76,54 @@ def valid_rows_query(spec: PipelineSpec, partition: Partition, columns: list[str
     )
 
 
+def occluded_texts(spec: PipelineSpec, row: dict[str, object]) -> list[tuple[str, str]]:
+    """``(field, text)`` for each text column: the row's text with that column's value missing."""
+    return [(column, render(spec, row | {column: None})) for column in spec.text.columns]
+
+
 def textualize_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> int:
-    """Replace staging ``texts`` (``_row_number, text, text_sha256``) for the valid rows; return the row count."""
-    target = staging_table(spec, partition, "texts")
+    """Replace staging ``texts`` (``_row_number, text, text_sha256``) for the valid rows; return the row count.
+
+    With ``lm.attributions`` it also fills staging ``occlusions`` (``_row_number, field, text, text_sha256``).
+    """
+    texts = staging_table(spec, partition, "texts")
+    occlusions = staging_table(spec, partition, "occlusions")
     columns = spec.source.columns
     count = 0
-    with db.connect(conninfo) as read, db.connect(conninfo) as write:
-        write.execute(sql.SQL("drop table if exists {}").format(target))
+    with db.connect(conninfo) as read, db.connect(conninfo) as write, db.connect(conninfo) as write_occluded:
+        write.execute(sql.SQL("drop table if exists {}").format(texts))
         write.execute(sql.SQL(
             "create table {} (_row_number bigint primary key, text text not null, text_sha256 text not null)"
-        ).format(target))
+        ).format(texts))
+        write_occluded.execute(sql.SQL("drop table if exists {}").format(occlusions))
+        if spec.lm.attributions:
+            write_occluded.execute(sql.SQL(
+                "create table {} (_row_number bigint not null, field text not null, text text not null, "
+                "text_sha256 text not null, primary key (_row_number, field))").format(occlusions))
         progress = db.Progress(f"{spec.name} textualize {partition}", None, logger=log)
-        with write.cursor().copy(sql.SQL("copy {} from stdin").format(target)) as copy:
+        with (write.cursor().copy(sql.SQL("copy {} from stdin").format(texts)) as copy,
+              write_occluded.cursor().copy(sql.SQL("copy {} from stdin").format(occlusions))
+              if spec.lm.attributions else nullcontext() as copy_occluded):
             for chunk in db.stream_query(read, valid_rows_query(spec, partition, columns), None, spec.lm.chunk_size):
                 for row_number, *values in chunk:
-                    text = render(spec, dict(zip(columns, values)))
+                    row = dict(zip(columns, values))
+                    text = render(spec, row)
                     copy.write_row((row_number, text, text_sha256(text)))
+                    if copy_occluded:
+                        for field, occluded in occluded_texts(spec, row):
+                            copy_occluded.write_row((row_number, field, occluded, text_sha256(occluded)))
                 count += len(chunk)
                 progress.add(len(chunk))
-        write.execute(sql.SQL("create index on {} (text_sha256)").format(target))
+        write.execute(sql.SQL("create index on {} (text_sha256)").format(texts))
         progress.finish()
     return count
+
+
+def lm_texts(spec: PipelineSpec, partition: Partition) -> sql.Composable:
+    """Every text the LM reads for the partition (``text_sha256, text``): the rows' and, with attributions, the
+    occluded ones."""
+    texts = sql.SQL("select text_sha256, text from {}").format(staging_table(spec, partition, "texts"))
+    if not spec.lm.attributions:
+        return texts
+    return texts + sql.SQL(" union all select text_sha256, text from {}").format(
+        staging_table(spec, partition, "occlusions"))

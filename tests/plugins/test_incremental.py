@@ -51,7 +51,8 @@ class CountingEngine:
 
 @pytest.fixture
 def spec():
-    return load_spec(SPEC_FILE).model_copy(deep=True)
+    """product_sales without attributions, so every encoded text is a row's text (attributions: own test)."""
+    return with_lm(load_spec(SPEC_FILE), attributions=False)
 
 
 @pytest.fixture
