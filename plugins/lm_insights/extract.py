@@ -77,4 +77,6 @@ def extract_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: s
                     copy.write_row((row_number, *row))
                 progress.add(len(chunk))
         progress.finish()
+    with db.connect(sink_conninfo, autocommit=True) as sink:  # statistics for the joins of the later steps
+        sink.execute(sql.SQL("analyze {}").format(target))
     return row_number

@@ -70,7 +70,10 @@ def build_rows(spec: PipelineSpec, conn, partition: Partition, key: CacheKey) ->
     selected = [sql.SQL("%(partition_start)s::timestamptz as partition_start"), sql.SQL("e._row_number")]
     selected += [sql.Identifier("e", c) for c in spec.row_columns]
     selected += [sql.SQL("t.text"), *label_columns(spec), sql.SQL("c.n_tokens"), sql.SQL("c.truncated")]
-    attributions = attribution_joins(spec, partition) if spec.lm.attributions else []
+    attributions = []
+    if spec.lm.attributions:
+        build_attributions(spec, conn, partition, key)
+        attributions = attribution_joins(spec, partition)
     selected += [sql.SQL("{}.field as {}, {}.effect as {}").format(
         sql.Identifier(f"a_{name}"), sql.Identifier(f"{name}_top_field"),
         sql.Identifier(f"a_{name}"), sql.Identifier(f"{name}_top_effect")) for name, _ in attributions]
@@ -90,25 +93,39 @@ def build_rows(spec: PipelineSpec, conn, partition: Partition, key: CacheKey) ->
     return conn.execute(sql.SQL("select count(*) from {}").format(target)).fetchone()[0]
 
 
-def attribution_joins(spec: PipelineSpec, partition: Partition) -> list[tuple[str, sql.Composable]]:
-    """Per label set, a lateral join giving the text column whose occlusion lowers the row's best label most.
+def build_attributions(spec: PipelineSpec, conn, partition: Partition, key: CacheKey) -> None:
+    """Staging ``attributions``: per row and label set, the text column whose occlusion lowers its best label most.
 
     effect = cosine of the row's text to its best label's prototype minus the same cosine with the column's value
-    replaced by "unknown": how much that column's value supports the label.
+    replaced by "unknown": how much that column's value supports the label. Set-based (hash joins), so it stays
+    linear in the partition size.
     """
-    joins = []
-    for name in spec.lm.label_sets:
-        best = sql.SQL("(c.labels -> {n} ->> 'best')").format(n=sql.Literal(name))
-        joins.append((name, sql.SQL(
-            "left join lateral (select o.field, "
-            "(c.labels -> {n} -> 'scores' ->> {best})::float8 - (oc.labels -> {n} -> 'scores' ->> {best})::float8 "
-            "as effect from {occlusions} as o join {cache} as oc on oc.text_sha256 = o.text_sha256 "
-            "and oc.model_key = c.model_key and oc.head_version = c.head_version "
-            "and oc.template_version = c.template_version "
-            "where o._row_number = e._row_number order by 2 desc, 1 limit 1) as {alias} on true"
-        ).format(n=sql.Literal(name), best=best, occlusions=staging_table(spec, partition, "occlusions"),
-                 cache=cache_table(spec), alias=sql.Identifier(f"a_{name}"))))
-    return joins
+    target = staging_table(spec, partition, "attributions")
+    conn.execute(sql.SQL("drop table if exists {}").format(target))
+    conn.execute(sql.SQL(
+        "create table {target} as "
+        "select distinct on (o._row_number, s.name) o._row_number, s.name as label_set, o.field, "
+        "(rc.labels -> s.name -> 'scores' ->> (rc.labels -> s.name ->> 'best'))::float8 "
+        "- (oc.labels -> s.name -> 'scores' ->> (rc.labels -> s.name ->> 'best'))::float8 as effect "
+        "from {occlusions} as o join {texts} as t using (_row_number) "
+        "join {cache} as rc on rc.text_sha256 = t.text_sha256 and rc.model_key = %(model_key)s "
+        "and rc.head_version = %(head_version)s and rc.template_version = %(template_version)s "
+        "join {cache} as oc on oc.text_sha256 = o.text_sha256 and oc.model_key = %(model_key)s "
+        "and oc.head_version = %(head_version)s and oc.template_version = %(template_version)s "
+        "cross join unnest(%(label_sets)s::text[]) as s(name) "
+        "order by o._row_number, s.name, effect desc, o.field"
+    ).format(target=target, occlusions=staging_table(spec, partition, "occlusions"),
+             texts=staging_table(spec, partition, "texts"), cache=cache_table(spec)),
+        {**vars(key), "label_sets": list(spec.lm.label_sets)})
+    conn.execute(sql.SQL("alter table {} add primary key (_row_number, label_set)").format(target))
+
+
+def attribution_joins(spec: PipelineSpec, partition: Partition) -> list[tuple[str, sql.Composable]]:
+    """Per label set, a join of the row's entry in staging ``attributions``."""
+    return [(name, sql.SQL("left join {table} as {alias} on {alias}._row_number = e._row_number "
+                           "and {alias}.label_set = {name}").format(
+        table=staging_table(spec, partition, "attributions"), alias=sql.Identifier(f"a_{name}"),
+        name=sql.Literal(name))) for name in spec.lm.label_sets]
 
 
 def tier_expression(tiers: Tiers) -> tuple[sql.Composable, sql.Composable]:

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 # Insight table suffix -> staging step it is loaded from.
 INSIGHT_TABLES = {"rows": "rows", "segments": "segments", "drivers": "drivers", "summaries": "summary",
                   "rejects": "rejects_loaded"}
-STAGING_STEPS = ("extracted", "pending", "rejects", "texts", "occlusions", "rows", "segments", "drivers", "summary",
-                 "rejects_loaded")
+STAGING_STEPS = ("extracted", "pending", "rejects", "texts", "occlusions", "attributions", "rows", "segments",
+                 "drivers", "summary", "rejects_loaded")
 
 
 class MissingStaging(RuntimeError):

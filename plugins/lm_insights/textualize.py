@@ -116,6 +116,10 @@ def textualize_partition(spec: PipelineSpec, conninfo: str, partition: Partition
                 progress.add(len(chunk))
         write.execute(sql.SQL("create index on {} (text_sha256)").format(texts))
         progress.finish()
+    with db.connect(conninfo, autocommit=True) as conn:  # fresh tables have no statistics: plan joins on real ones
+        conn.execute(sql.SQL("analyze {}").format(texts))
+        if spec.lm.attributions:
+            conn.execute(sql.SQL("analyze {}").format(occlusions))
     return count
 
 
