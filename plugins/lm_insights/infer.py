@@ -18,7 +18,7 @@ import numpy as np
 from psycopg import sql
 
 from lm_insights import db
-from lm_insights.partition import Partition, staging_table
+from lm_insights.partition import Partition
 from lm_insights.spec import PipelineSpec
 from lm_insights.textualize import lm_texts, template_version
 

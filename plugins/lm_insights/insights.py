@@ -238,7 +238,8 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
         sql.SQL("select count(*), count(*) filter (where truncated) from {}").format(rows)).fetchone()
     day = partition.start.date().isoformat() if partition.tag.isdigit() else str(partition)
     parts = [f"{spec.name} for {day}: {analysed} rows analysed, {rejected} rejected by validation"
-             + (f", {truncated} texts truncated to the model's maximum length." if truncated else ".")]
+             + (f", {truncated} {'text' if truncated == 1 else 'texts'} truncated to the model's maximum length."
+                if truncated else ".")]
     segments = conn.execute(sql.SQL(
         "select segment, segment_value, row_count, mean, variance from {} where metric = %s "
         "order by segment, segment_order, segment_value").format(staging_table(spec, partition, "segments")),
@@ -247,7 +248,8 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
     for segment, value, count, mean, variance in segments:
         if count:
             spread = f", variance {variance:.1f}" if variance is not None else ""
-            by_segment.setdefault(segment, []).append(f"{value}: {count} rows, mean {mean:.1f}{spread}")
+            by_segment.setdefault(segment, []).append(
+                f"{value}: {count} {'row' if count == 1 else 'rows'}, mean {mean:.1f}{spread}")
     for segment, items in by_segment.items():
         parts.append(f"{spec.target} by {segment.split(':', 1)[1]} — " + "; ".join(items) + ".")
     if spec.lm.attributions:
