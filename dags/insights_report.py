@@ -29,7 +29,7 @@ SPECS = load_specs(Path(__file__).parent / "pipelines")
 def insights_report():
     @task
     def write_report() -> dict:
-        from lm_insights.report import store_report
+        from lm_insights.explain.report import store_report
 
         events = get_current_context()["triggering_asset_events"]
         triggered_by = sorted(str(asset.name) for asset in events)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_insights import embedded_pg, local_env
+from lm_insights.runtime import embedded_pg, local_env
 
 _database_numbers = itertools.count()
 _session: dict = {}

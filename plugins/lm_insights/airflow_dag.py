@@ -14,7 +14,7 @@ from airflow.sdk import DAG, Asset, BaseHook, Param, TriggerRule, get_current_co
 from airflow.sdk import CronDataIntervalTimetable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from lm_insights.partition import Partition
+from lm_insights.steps.partition import Partition
 from lm_insights.spec import PipelineSpec
 
 MAX_SHARDS = 64
@@ -122,7 +122,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def extract(plan: dict) -> dict:
-            from lm_insights.extract import SourceError, extract_partition
+            from lm_insights.steps.extract import SourceError, extract_partition
 
             started = time.monotonic()
             try:
@@ -133,7 +133,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def validate(plan: dict) -> dict:
-            from lm_insights.validate import TableExpectationsFailed, validate_partition
+            from lm_insights.steps.validate import TableExpectationsFailed, validate_partition
 
             started = time.monotonic()
             try:
@@ -145,7 +145,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def textualize(plan: dict) -> dict:
-            from lm_insights.textualize import textualize_partition
+            from lm_insights.steps.textualize import textualize_partition
 
             if plan["dry_run"]:
                 raise AirflowSkipException("dry run: extracted and validated only")
@@ -155,14 +155,14 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def plan_shards(plan: dict) -> list[dict]:
-            from lm_insights.infer import count_distinct_texts, plan_shards
+            from lm_insights.steps.infer import count_distinct_texts, plan_shards
 
             n = plan_shards(spec, count_distinct_texts(spec, conninfo_for(sink), _partition(plan)), plan["shards"])
             return [{"shard": i, "shards": n} for i in range(n)]
 
         @task(queue=spec.lm.queue, pool=spec.lm.pool, map_index_template="shard {{ task.op_kwargs.shard.shard }}")
         def infer(plan: dict, shard: dict) -> dict:
-            from lm_insights.infer import infer_shard
+            from lm_insights.steps.infer import infer_shard
 
             started = time.monotonic()
             summary = infer_shard(spec, conninfo_for(sink), _partition(plan), shard["shard"], shard["shards"],
@@ -171,8 +171,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def insights(plan: dict, validated: dict) -> dict:
-            from lm_insights.insights import build_insights
-            from lm_insights.infer import cache_key
+            from lm_insights.steps.insights import build_insights
+            from lm_insights.steps.infer import cache_key
 
             started = time.monotonic()
             result = build_insights(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]),
@@ -181,7 +181,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def load(plan: dict) -> dict:
-            from lm_insights.load import load_partition
+            from lm_insights.steps.load import load_partition
 
             started = time.monotonic()
             loaded = load_partition(spec, conninfo_for(sink), _partition(plan))
@@ -191,8 +191,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
         # finds the run in `runs` too, and a dry run (which loads nothing) emits none.
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[insight_asset(spec)])
         def record_run() -> dict:
-            from lm_insights.load import RunRecord, drop_staging, record_run as write_run
-            from lm_insights.infer import cache_key
+            from lm_insights.steps.load import RunRecord, drop_staging, record_run as write_run
+            from lm_insights.steps.infer import cache_key
 
             ti = get_current_context()["ti"]
             plan, extracted, validated, texts, built, loaded = (ti.xcom_pull(task_ids=t) for t in (

@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
-from lm_insights import db
+from lm_insights.runtime import db
 from lm_insights.spec import DEFAULT_PIPELINES_DIR, PipelineSpec, load_spec
-from lm_insights.textualize import occluded_texts, render
+from lm_insights.steps.textualize import occluded_texts, render
 
 log = logging.getLogger("lm_insights.bench")
 
@@ -132,7 +132,7 @@ class Bench:
 
 def generate_day(conninfo: str, day: dt.date, sales: int) -> float:
     """Replace the warehouse content with one day of ``sales`` catalogue rows; return the seconds it took."""
-    from lm_insights import demo_warehouse
+    from lm_insights.runtime import demo_warehouse
 
     started = time.monotonic()
     if sales < demo_warehouse.DAY_ID_FACTOR // 2:
@@ -165,7 +165,7 @@ def lm_texts_of_day(bench: Bench, day: dt.date, changed_only: bool = False) -> s
 
 def copy_day_with_changes(conninfo: str, source: dt.date, target: dt.date) -> int:
     """Copy ``source``'s sales to ``target`` (new sale ids), with new units on every CHANGED_EVERY-th; return them."""
-    from lm_insights.demo_warehouse import DAY_ID_FACTOR
+    from lm_insights.runtime.demo_warehouse import DAY_ID_FACTOR
 
     id_shift = (int(target.strftime("%Y%m%d")) - int(source.strftime("%Y%m%d"))) * DAY_ID_FACTOR
     with db.connect(conninfo) as conn:
@@ -191,7 +191,7 @@ def copy_day_with_changes(conninfo: str, source: dt.date, target: dt.date) -> in
 
 def run_day(bench: Bench, day: dt.date, engine) -> dict[str, Any]:
     """One ``run_partition`` of ``day``; its counts, step timings and wall time."""
-    from lm_insights.partition import Partition
+    from lm_insights.steps.partition import Partition
     from lm_insights.pipeline import run_partition
 
     started = time.monotonic()
@@ -208,7 +208,7 @@ def run_day(bench: Bench, day: dt.date, engine) -> dict[str, Any]:
 
 def bench_runs(bench: Bench, rows: int) -> None:
     from lm_engine import load_engine
-    from lm_insights.validate import _expectation_classes
+    from lm_insights.steps.validate import _expectation_classes
 
     bench.phase(f"generating {rows} sales rows for {COLD_DAY}")
     bench.results["setup"] = {"generate_s": round(generate_day(bench.conninfo, COLD_DAY, rows), 3)}
@@ -327,15 +327,15 @@ def bench_load(bench: Bench, n_rows: int) -> None:
 
 def child_main(step: str, conninfo: str, day: str) -> int:
     """Run one step in this (fresh) process and print its peak RSS as one JSON line on stdout."""
-    from lm_insights.partition import Partition
+    from lm_insights.steps.partition import Partition
 
     spec, partition = load_spec(SPEC_PATH), Partition.day(day)
     if step == "extract":
-        from lm_insights.extract import extract_partition
+        from lm_insights.steps.extract import extract_partition
 
         work = lambda: {"rows": extract_partition(spec, conninfo, conninfo, partition)}  # noqa: E731
     elif step == "infer":
-        from lm_insights.infer import count_distinct_texts, infer_shard, plan_shards
+        from lm_insights.steps.infer import count_distinct_texts, infer_shard, plan_shards
 
         stub = StubEncoder()
 
@@ -382,11 +382,11 @@ def run_child(step: str, conninfo: str, day: dt.date) -> dict[str, Any]:
 
 
 def bench_memory(bench: Bench, sizes: list[int]) -> None:
-    from lm_insights.infer import cache_table
-    from lm_insights.load import drop_staging
-    from lm_insights.partition import Partition
-    from lm_insights.textualize import textualize_partition
-    from lm_insights.validate import validate_partition
+    from lm_insights.steps.infer import cache_table
+    from lm_insights.steps.load import drop_staging
+    from lm_insights.steps.partition import Partition
+    from lm_insights.steps.textualize import textualize_partition
+    from lm_insights.steps.validate import validate_partition
 
     spec, partition = bench.spec, Partition.day(COLD_DAY)
     memory: dict[str, Any] = {"encoder": STUB_LABEL, "chunk_size": spec.lm.chunk_size, "extract": {}, "infer": {},
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = args.rows or (300 if args.quick else 20_000)
     load_rows = args.load_rows or (2_000 if args.quick else 100_000)
     sizes = args.memory_rows or ([1_000, 3_000] if args.quick else [10_000, 100_000, 1_000_000])
-    from lm_insights import embedded_pg
+    from lm_insights.runtime import embedded_pg
 
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="lm_insights_bench_"))

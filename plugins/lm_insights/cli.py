@@ -16,8 +16,8 @@ import shlex
 import sys
 import time
 
-from lm_insights import embedded_pg, local_env
-from lm_insights.local_env import say
+from lm_insights.runtime import embedded_pg, local_env
+from lm_insights.runtime.local_env import say
 
 DEMO_START = dt.date(2026, 11, 1)
 DEMO_WAREHOUSE_DAYS = 7
@@ -35,7 +35,7 @@ def run_dag(dag_id: str, day: dt.date, conf: dict | None = None):
 
 
 def demo(days: int) -> None:
-    from lm_insights import demo_warehouse
+    from lm_insights.runtime import demo_warehouse
     from lm_insights.spec import load_specs
 
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # task logs stay in the UI; keep stdout short
@@ -65,7 +65,7 @@ def demo(days: int) -> None:
 
 def run_counts(conninfo: str, run_id: str) -> str:
     """The counts a DAG run recorded in insights.runs, as one line."""
-    from lm_insights import db
+    from lm_insights.runtime import db
 
     with db.connect(conninfo) as conn:
         row = conn.execute("select extracted, rejected, cached, computed, loaded from insights.runs "
@@ -76,7 +76,8 @@ def run_counts(conninfo: str, run_id: str) -> str:
 
 def print_highlights(conninfo: str) -> None:
     """What a user came for: the summaries, the price-tier table and the runs."""
-    from lm_insights import db, report
+    from lm_insights.runtime import db
+    from lm_insights.explain import report
 
     with db.connect(conninfo) as conn:
         print()
@@ -84,7 +85,7 @@ def print_highlights(conninfo: str) -> None:
 
 
 def run_one(name: str, day: str, force: bool) -> None:
-    from lm_insights.partition import Partition
+    from lm_insights.steps.partition import Partition
     from lm_insights.pipeline import run_partition
     from lm_insights.spec import load_specs
 

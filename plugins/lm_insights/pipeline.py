@@ -12,14 +12,14 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from lm_insights.extract import extract_partition
-from lm_insights.infer import CacheKey, cache_key, count_distinct_texts, head_version, infer_shard, plan_shards
-from lm_insights.insights import build_insights
-from lm_insights.load import RunRecord, drop_staging, load_partition, record_run
-from lm_insights.partition import Partition
+from lm_insights.steps.extract import extract_partition
+from lm_insights.steps.infer import CacheKey, cache_key, count_distinct_texts, head_version, infer_shard, plan_shards
+from lm_insights.steps.insights import build_insights
+from lm_insights.steps.load import RunRecord, drop_staging, load_partition, record_run
+from lm_insights.steps.partition import Partition
 from lm_insights.spec import PipelineSpec
-from lm_insights.textualize import template_version, textualize_partition
-from lm_insights.validate import validate_partition
+from lm_insights.steps.textualize import template_version, textualize_partition
+from lm_insights.steps.validate import validate_partition
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import datetime as dt
 import psycopg
 import pytest
 
-from lm_insights import demo_warehouse
+from lm_insights.runtime import demo_warehouse
 from lm_insights.cli import run_dag
 
 DAY = dt.date(2026, 11, 2)

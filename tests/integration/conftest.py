@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from lm_insights import demo_warehouse
-from lm_insights.services import AirflowStack
+from lm_insights.runtime import demo_warehouse
+from lm_insights.runtime.services import AirflowStack
 
 # The same rows per day as tests/dags/test_pipeline_dag_runs.py (each day has its own seeded generator), so the
 # two fixtures agree on 2026-11-01..03 whatever runs first; days 04..06 are what the backfill test processes,

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lm_insights.services import AirflowStack, ApiError
+from lm_insights.runtime.services import AirflowStack, ApiError
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from lm_insights import demo_warehouse
-from lm_insights.partition import Partition
+from lm_insights.runtime import demo_warehouse
+from lm_insights.steps.partition import Partition
 from lm_insights.pipeline import run_partition
 from lm_insights.spec import load_spec
-from lm_insights.textualize import render
+from lm_insights.steps.textualize import render
 
 SPEC_FILE = Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml"
 DAY = Partition.day("2026-11-01")

@@ -6,7 +6,7 @@ import json
 
 import psutil
 
-from lm_insights import embedded_pg
+from lm_insights.runtime import embedded_pg
 
 
 def test_stop_ends_the_server_despite_stale_handles(tmp_path):

@@ -10,17 +10,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from lm_insights import demo_warehouse
-from lm_insights.infer import count_distinct_texts, infer_shard
-from lm_insights.insights import build_insights
-from lm_insights.load import load_partition
-from lm_insights.partition import Partition
-from lm_insights.infer import cache_key
+from lm_insights.runtime import demo_warehouse
+from lm_insights.steps.infer import count_distinct_texts, infer_shard
+from lm_insights.steps.insights import build_insights
+from lm_insights.steps.load import load_partition
+from lm_insights.steps.partition import Partition
+from lm_insights.steps.infer import cache_key
 from lm_insights.pipeline import run_partition
 from lm_insights.spec import load_spec
-from lm_insights.textualize import format_value, textualize_partition
-from lm_insights.extract import extract_partition
-from lm_insights.validate import validate_partition
+from lm_insights.steps.textualize import format_value, textualize_partition
+from lm_insights.steps.extract import extract_partition
+from lm_insights.steps.validate import validate_partition
 
 SPEC_FILE = Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml"
 DAY = Partition.day("2026-11-01")
@@ -109,7 +109,7 @@ def test_duplicate_texts_are_encoded_once(spec, warehouse):
 
 def test_a_shard_killed_half_way_resumes_and_matches_an_uninterrupted_run(spec, warehouse, pg_server):
     """Three shards with small chunks; shard 1 dies after committing its first chunk and is retried."""
-    from lm_insights import embedded_pg
+    from lm_insights.runtime import embedded_pg
 
     spec = with_lm(spec, chunk_size=5, shards=3)
     reference_db = embedded_pg.ensure_database(pg_server, "incremental_reference")

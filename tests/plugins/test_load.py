@@ -9,17 +9,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from lm_insights import demo_warehouse
-from lm_insights.extract import extract_partition
-from lm_insights.insights import build_insights
-from lm_insights.load import MissingStaging, load_partition
-from lm_insights.partition import Partition, staging_table
-from lm_insights.infer import cache_key
+from lm_insights.runtime import demo_warehouse
+from lm_insights.steps.extract import extract_partition
+from lm_insights.steps.insights import build_insights
+from lm_insights.steps.load import MissingStaging, load_partition
+from lm_insights.steps.partition import Partition, staging_table
+from lm_insights.steps.infer import cache_key
 from lm_insights.pipeline import run_partition
 from lm_insights.spec import load_spec
-from lm_insights.textualize import textualize_partition
-from lm_insights.validate import validate_partition
-from lm_insights.infer import infer_shard
+from lm_insights.steps.textualize import textualize_partition
+from lm_insights.steps.validate import validate_partition
+from lm_insights.steps.infer import infer_shard
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "customer_reviews.yaml")
 DAY = Partition.day("2026-11-01")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from lm_insights import db
-from lm_insights.partition import Partition, staging_table
+from lm_insights.runtime import db
+from lm_insights.steps.partition import Partition, staging_table
 from lm_insights.spec import PipelineSpec
-from lm_insights.validate import TableExpectationsFailed, build_suite, validate_partition
+from lm_insights.steps.validate import TableExpectationsFailed, build_suite, validate_partition
 
 PARTITION = Partition.day("2026-11-01")
 COLUMNS = ["sale_id", "sale_date", "product", "price", "units"]

@@ -16,8 +16,8 @@ from contextlib import nullcontext
 
 from psycopg import sql
 
-from lm_insights import db
-from lm_insights.partition import Partition, staging_table
+from lm_insights.runtime import db
+from lm_insights.steps.partition import Partition, staging_table
 from lm_insights.spec import PipelineSpec
 
 log = logging.getLogger(__name__)

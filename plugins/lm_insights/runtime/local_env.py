@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lm_insights import embedded_pg
+from lm_insights.runtime import embedded_pg
 
 PROJECT_DIR = embedded_pg.PROJECT_DIR
 WAREHOUSE_DB = "warehouse"

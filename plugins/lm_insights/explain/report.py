@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from lm_insights import db
+from lm_insights.runtime import db
 
 DEFAULT_SCHEMA = "insights"
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from lm_insights import db
-from lm_insights.infer import CacheKey, cache_table
-from lm_insights.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.runtime import db
+from lm_insights.steps.infer import CacheKey, cache_table
+from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 from lm_insights.spec import PipelineSpec, Tiers
-from lm_insights.textualize import lm_texts
+from lm_insights.steps.textualize import lm_texts
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[3]
 DEFAULT_PGDATA = PROJECT_DIR / ".local" / "pgdata"
 
 

@@ -186,7 +186,7 @@ class AirflowStack:
             self._start("scheduler", _airflow("scheduler"), env)
             for name, queue in QUEUES.items():
                 worker_env = env | {WORKER_NAME_ENV: name,
-                                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "lm_insights.services.worker_hostname"}
+                                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "lm_insights.runtime.services.worker_hostname"}
                 self._start(f"worker-{name}", _airflow(
                     "celery", "worker", "--queues", queue, "--celery-hostname", f"{name}@%h",
                     "--concurrency", str(self.worker_concurrency[name]), "--skip-serve-logs",

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from psycopg import sql
 
-from lm_insights import db
-from lm_insights.partition import Partition
+from lm_insights.runtime import db
+from lm_insights.steps.partition import Partition
 from lm_insights.spec import PipelineSpec
-from lm_insights.textualize import lm_texts, template_version
+from lm_insights.steps.textualize import lm_texts, template_version
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import logging
 
 from psycopg import sql
 
-from lm_insights import db
-from lm_insights.partition import STAGING_SCHEMA, Partition, staging_table
+from lm_insights.runtime import db
+from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_table
 from lm_insights.spec import PipelineSpec
 
 log = logging.getLogger(__name__)

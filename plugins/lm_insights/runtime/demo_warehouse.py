@@ -27,7 +27,7 @@ a day's rows do not depend on which range was generated around it.
 
 Command line::
 
-    python -m lm_insights.demo_warehouse --conninfo "host=... dbname=warehouse" --start 2026-11-01 --days 7
+    python -m lm_insights.runtime.demo_warehouse --conninfo "host=... dbname=warehouse" --start 2026-11-01 --days 7
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 
-from lm_insights import db
+from lm_insights.runtime import db
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def generate(conninfo: str, start: dt.date = dt.date(2026, 11, 1), days: int = 7
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lm_insights.demo_warehouse", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lm_insights.runtime.demo_warehouse", description=__doc__.split("\n")[0])
     parser.add_argument("--conninfo", help="libpq conninfo of the warehouse (default: the embedded PostgreSQL, "
                                            "database 'warehouse', started if needed)")
     parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2026, 11, 1),
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--scale must not be negative, got {args.scale}")
     conninfo = args.conninfo
     if conninfo is None:
-        from lm_insights import embedded_pg
+        from lm_insights.runtime import embedded_pg
 
         conninfo = embedded_pg.ensure_database(embedded_pg.start(), "warehouse")
     started = time.monotonic()

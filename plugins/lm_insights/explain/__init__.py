@@ -1,0 +1,1 @@
+"""What the platform tells people about a partition: reports (and, as they arrive, rules, clusters, explanations)."""
