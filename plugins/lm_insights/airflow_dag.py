@@ -218,8 +218,10 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 template_version=key.template_version, head_version=key.head_version, timings=timings,
                 message=None if status != "failed" else "a task failed: see the task logs of this run",
             )
-            write_run(conninfo_for(sink), spec.sink.schema_, record)
-            drop_staging(spec, conninfo_for(sink), record.partition)  # this run's own tables, whatever its end
+            try:
+                write_run(conninfo_for(sink), spec.sink.schema_, record)
+            finally:
+                drop_staging(spec, conninfo_for(sink), record.partition)  # this run's own tables, whatever its end
             if status == "failed":
                 raise AirflowFailException(f"{spec.name} {record.partition}: run failed, recorded in runs")
             if status == "dry_run":

@@ -62,6 +62,8 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         record.status, record.message = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        record_run(sink_conninfo, spec.sink.schema_, record)
-    drop_staging(spec, sink_conninfo, partition)
+        try:
+            record_run(sink_conninfo, spec.sink.schema_, record)
+        finally:  # a failed run's staging holds full copies of source rows: never leave it behind
+            drop_staging(spec, sink_conninfo, partition)
     return record

@@ -112,6 +112,10 @@ def table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
     return bool(table_columns(conn, schema, table))
 
 
+def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
+    return conn.execute("select exists (select from pg_namespace where nspname = %s)", (schema,)).fetchone()[0]
+
+
 class Progress:
     """Logs rows done / total, rows/s and ETA of long work at a steady interval."""
 
