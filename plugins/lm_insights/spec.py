@@ -10,7 +10,7 @@ import datetime as dt
 import re
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -142,6 +142,15 @@ class Insights(_Strict):
     segments: list[Segment] = Field(min_length=1)
     target: str | None = None  # metric whose drivers are measured; default: the first metric
     keep_columns: list[str] = []  # source columns copied into <pipeline>_rows (default: key + text columns)
+    # A NaN or +-Infinity in a metric or tier column: "reject" puts the row in <pipeline>_rejects with the reason;
+    # "exclude" keeps the row and leaves the value out of every statistic (as a NULL would be).
+    non_finite: Literal["reject", "exclude"] = "reject"
+
+    @property
+    def number_columns(self) -> list[str]:
+        """The columns statistics are computed on: metrics and tier columns, without repeats."""
+        tiers = [s.by_tiers.column for s in self.segments if s.by_tiers]
+        return list(dict.fromkeys([*self.metrics, *tiers]))
 
 
 class Sink(_Strict):

@@ -1,7 +1,8 @@
 """Textualize: each valid row becomes one text through the spec's versioned template.
 
 The default template is TabLLM's list serialisation ("The price is 100."). Values are cleaned the same way for
-every template: HTML entities decoded, whitespace collapsed, numbers without trailing zeros, NULL as "unknown".
+every template: HTML entities decoded, whitespace collapsed, numbers exact without trailing zeros or exponent,
+NULL and NaN as "unknown".
 """
 
 from __future__ import annotations
@@ -23,20 +24,36 @@ from lm_insights.spec import PipelineSpec
 log = logging.getLogger(__name__)
 
 # Bump when format_value or the default template changes: it is part of every cache key.
-SERIALIZER_VERSION = "1"
+SERIALIZER_VERSION = "2"  # 2: numbers in exact positional notation, NaN unknown
 MISSING_VALUE = "unknown"
 _WHITESPACE = re.compile(r"\s+")
+
+
+def format_number(value: decimal.Decimal | float) -> str:
+    """A number as its exact shortest text: ``1234567``, ``19.999999``, ``0.0001``; NaN is unknown.
+
+    Positional notation for ordinary magnitudes (1e-6 to 1e16) so that the model reads digits; beyond them the
+    shortest exponent form. Never rounded: two distinct values never share a text (and a cache entry).
+    """
+    number = value if isinstance(value, decimal.Decimal) else decimal.Decimal(repr(value))
+    if number.is_nan():
+        return MISSING_VALUE
+    if number.is_infinite():
+        return "infinity" if number > 0 else "minus infinity"
+    if number.is_zero():
+        return "0"
+    number = number.normalize()
+    if decimal.Decimal("1e-6") <= abs(number) < decimal.Decimal("1e16"):
+        return f"{number:f}"
+    return f"{number:e}".replace("e+", "e")
 
 
 def format_value(value: object) -> str:
     """One cell as text."""
     if value is None:
         return MISSING_VALUE
-    if isinstance(value, decimal.Decimal):
-        value = value.normalize()
-        return f"{value:f}"
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, decimal.Decimal | float):
+        return format_number(value)
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     return _WHITESPACE.sub(" ", html.unescape(str(value))).strip() or MISSING_VALUE
