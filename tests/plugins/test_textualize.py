@@ -48,3 +48,16 @@ def test_template_version_changes_with_template_and_columns_only():
     assert base == template_version(make_spec())
     assert base != template_version(make_spec("Product: {product_name}"))
     assert base != template_version(make_spec(columns=("product_name", "price")))
+
+
+def test_numbers_keep_their_meaning_in_text():
+    """No exponent for ordinary magnitudes, no rounding: distinct values never share a text (or a cache entry)."""
+    assert format_value(1234567.0) == "1234567"
+    assert format_value(19.999999) == "19.999999" != format_value(20.0) == "20"
+    assert format_value(0.1) == "0.1" and format_value(-3.25) == "-3.25"
+    assert format_value(123456789012345.6) == "123456789012345.6"
+    assert format_value(0.000001) == "0.000001"
+    assert format_value(decimal.Decimal("1234567.00")) == "1234567"
+    assert format_value(float("nan")) == format_value(decimal.Decimal("NaN")) == "unknown"
+    assert format_value(float("inf")) == "infinity" and format_value(float("-inf")) == "minus infinity"
+    assert format_value(-0.0) == format_value(0.0) == "0"
