@@ -239,7 +239,7 @@ class PipelineSpec(_Strict):
     def row_columns(self) -> list[str]:
         """Source columns copied into ``<pipeline>_rows``, in a stable order without repeats."""
         wanted = [*self.source.key, self.source.partition_column, *self.insights.keep_columns,
-                  *self.text.columns, *self.insights.metrics]
+                  *self.text.columns, *self.insights.number_columns]  # segments read the tier columns there
         return list(dict.fromkeys(wanted))
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 import decimal
 import hashlib
 import html
+import json
 import logging
 import re
 from contextlib import nullcontext
@@ -56,6 +57,8 @@ def format_value(value: object) -> str:
         return format_number(value)
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
+    if isinstance(value, dict | list):  # json, jsonb and arrays read as JSON, not as Python's repr
+        return json.dumps(value, ensure_ascii=False, default=str)
     return _WHITESPACE.sub(" ", html.unescape(str(value))).strip() or MISSING_VALUE
 
 
