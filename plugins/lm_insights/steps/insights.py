@@ -243,8 +243,7 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
     rows = staging_table(spec, partition, "rows")
     analysed, truncated = conn.execute(
         sql.SQL("select count(*), count(*) filter (where truncated) from {}").format(rows)).fetchone()
-    day = partition.start.date().isoformat() if partition.is_one_day else str(partition)
-    parts = [f"{spec.name} for {day}: {analysed} rows analysed, {rejected} rejected by validation"
+    parts = [f"{spec.name} for {partition.describe()}: {analysed} rows analysed, {rejected} rejected by validation"
              + (f", {truncated} {'text' if truncated == 1 else 'texts'} truncated to the model's maximum length."
                 if truncated else ".")]
     segments = conn.execute(sql.SQL(

@@ -55,6 +55,15 @@ class Partition:
             return self.start.strftime("%Y%m%d")
         return f"{self.start:%Y%m%dt%H%M}_{self.end:%Y%m%dt%H%M}"
 
+    def describe(self) -> str:
+        """For people: ``2026-11-01``, ``2026-11-01 to 2026-11-03`` (whole days, inclusive), else the interval."""
+        whole_days = self.start.time() == dt.time(0) == self.end.time() and self.start.tzinfo == dt.timezone.utc
+        if self.is_one_day:
+            return self.start.date().isoformat()
+        if whole_days:
+            return f"{self.start.date().isoformat()} to {(self.end - dt.timedelta(days=1)).date().isoformat()}"
+        return str(self)
+
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
