@@ -148,9 +148,9 @@ class Insights(_Strict):
 
     @property
     def number_columns(self) -> list[str]:
-        """The columns statistics are computed on: metrics and tier columns, without repeats."""
+        """The columns statistics are computed on: metrics, the target and tier columns, without repeats."""
         tiers = [s.by_tiers.column for s in self.segments if s.by_tiers]
-        return list(dict.fromkeys([*self.metrics, *tiers]))
+        return list(dict.fromkeys([*self.metrics, *([self.target] if self.target else []), *tiers]))
 
 
 class Sink(_Strict):
