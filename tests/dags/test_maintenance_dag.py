@@ -12,6 +12,7 @@ from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_specs
 from lm_insights.steps.extract import extract_partition
 from lm_insights.steps.partition import Partition, staging_name, staging_stem
+from lm_insights.steps.staging import clean_staging
 
 
 def test_a_real_run_drops_old_staging_and_keeps_fresh(airflow_db):
@@ -29,10 +30,13 @@ def test_a_real_run_drops_old_staging_and_keeps_fresh(airflow_db):
         conn.execute("update lm_staging.staging_runs set created_at = now() - interval '3 days' where stem = %s",
                      (staging_stem(spec, killed),))
 
-    run = run_dag("lm_insights_maintenance", dt.date(2026, 11, 28), {"older_than": "2d"})
+    try:
+        run = run_dag("lm_insights_maintenance", dt.date(2026, 11, 28), {"older_than": "2d"})
 
-    assert run.state == "success"
-    with psycopg.connect(warehouse) as conn:
-        left = {t for (t,) in conn.execute("select tablename from pg_tables where schemaname = 'lm_staging'")}
-    assert staging_name(spec, running, "extracted") in left
-    assert staging_name(spec, killed, "extracted") not in left
+        assert run.state == "success"
+        with psycopg.connect(warehouse) as conn:
+            left = {t for (t,) in conn.execute("select tablename from pg_tables where schemaname = 'lm_staging'")}
+        assert staging_name(spec, running, "extracted") in left
+        assert staging_name(spec, killed, "extracted") not in left
+    finally:  # the warehouse database is shared with the other DAG tests
+        clean_staging(warehouse, dt.timedelta(0))
