@@ -295,9 +295,10 @@ def _template_fields(template: str) -> list[str]:
     return fields
 
 
-# One value of every kind a column can bring: a format spec must fit at least one of them.
-SAMPLE_VALUES = (decimal.Decimal("1234.5"), 1234, 1234.5, "text", dt.date(2026, 11, 1),
-                 dt.datetime(2026, 11, 1, 12, 30, tzinfo=dt.timezone.utc))
+# One value of every kind a column can bring: a format spec must fit at least one of them. Dates format with
+# strftime, which copies any text it does not know, so they count only for specs with a %-directive.
+SAMPLE_VALUES = (decimal.Decimal("1234.5"), 1234, 1234.5, "text")
+SAMPLE_DATES = (dt.date(2026, 11, 1), dt.datetime(2026, 11, 1, 12, 30, tzinfo=dt.timezone.utc))
 
 
 def check_template_formats(template: str) -> None:
@@ -306,7 +307,7 @@ def check_template_formats(template: str) -> None:
         if field is None or not format_spec:
             continue
         errors = []
-        for sample in SAMPLE_VALUES:
+        for sample in (*SAMPLE_VALUES, *(SAMPLE_DATES if "%" in format_spec else ())):
             try:
                 format(sample, format_spec)
                 break
@@ -337,7 +338,8 @@ def odd_identifiers_message(table: str, columns: list[str], odd_columns: list[st
     view = f"{plain_identifier(schema)}.{plain_identifier(relation)}_lm"
     select = ",\n         ".join(c if IDENTIFIER.match(c) else f"{_quoted(c)} as {plain_identifier(c)}"
                                  for c in columns)
-    names = ", ".join(repr(n) for n in [*odd_table, *odd_columns])
+    names = ", ".join([*(f"source.table {t!r}" for t in odd_table),
+                       *([f"source.columns {odd_columns}"] if odd_columns else [])])
     return (f"{names}: names must be lowercase ASCII identifiers (letters, digits, '_') so that every tool "
             "(SQL, Great Expectations, the insight tables) reads them unquoted. Alias them in a view, point "
             "source.table at it and use the aliases in the spec:\n"
