@@ -12,7 +12,7 @@ import re
 import string
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -110,6 +110,9 @@ class LabelSet(_Strict):
 
 class LM(_Strict):
     model: str = "all-MiniLM-L6-v2"  # a name in the lm_engine registry
+    # Numeric precision of the encoder, part of the result-cache key (the vectors differ): fp32 gives the same
+    # vectors on every worker; bf16 halves GPU memory traffic (on a CPU it is slow).
+    precision: Literal["fp32", "bf16"] = "fp32"
     embeddings: bool = True  # keep each row's embedding (pgvector) in the result cache
     label_sets: dict[str, LabelSet] = {}  # zero-shot classifications to run on every row
     # Per row, the text column whose removal ("unknown" in its place) lowers the row's label score most:
