@@ -23,12 +23,18 @@ MAX_SHARDS = 64
 
 
 def conninfo_for(conn_id: str) -> str:
-    """libpq conninfo of an Airflow connection (host may be a unix socket directory)."""
+    """libpq conninfo of an Airflow connection: host (may be a unix socket directory), port, database, login,
+    password, and every extra that libpq understands (sslmode, sslrootcert, sslcert, sslkey, options,
+    application_name, connect_timeout, ...); other extras (the Postgres provider's own) are left out."""
     from psycopg.conninfo import make_conninfo
 
+    from lm_insights.runtime.db import libpq_keywords
+
     conn = BaseHook.get_connection(conn_id)
+    keywords = libpq_keywords()
+    extras = {k: str(v) for k, v in conn.extra_dejson.items() if k in keywords and v is not None}
     return make_conninfo(host=conn.host or None, port=conn.port or None, dbname=conn.schema or None,
-                         user=conn.login or None, password=conn.password or None)
+                         user=conn.login or None, password=conn.password or None, **extras)
 
 
 # SQLSTATE classes of errors that a retry meets again: bad data, a broken constraint, a missing or mistyped column or
