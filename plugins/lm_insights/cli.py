@@ -60,7 +60,7 @@ def demo(days: int) -> None:
     say("query the insight tables with:")
     print(f"  psql \"host={info.socket_dir} port={info.port} user=postgres dbname={local_env.WAREHOUSE_DB}\"")
     print("  tables: insights.<pipeline>_rows, _segments, _drivers, _summaries, _rejects; insights.runs")
-    print("  Airflow UI: make up (http://localhost:8080)")
+    print(f"  Airflow UI: make up (http://{local_env.ui_host()}:{local_env.UI_PORT})")
 
 
 def run_counts(conninfo: str, run_id: str) -> str:
@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> None:
         run_one(args.pipeline, args.date, args.force_recompute)
     elif args.command == "up":
         local_env.prepare()
-        say("starting airflow standalone: http://localhost:8080 (Ctrl-C stops it; `make stop` stops the database)")
+        host = local_env.ui_host()
+        say(f"starting airflow standalone on http://{host}:{local_env.UI_PORT} (Ctrl-C stops it; `make stop` stops "
+            "the database)")
+        if local_env.is_loopback(host):
+            say("reachable from this machine only; LM_INSIGHTS_UI_HOST=0.0.0.0 make up exposes it (with logins)")
         venv_bin = os.path.dirname(sys.executable)
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
         os.execve(os.path.join(venv_bin, "airflow"), ["airflow", "standalone"], os.environ)
