@@ -60,7 +60,7 @@ def demo(days: int) -> None:
     say("query the insight tables with:")
     print(f"  psql \"host={info.socket_dir} port={info.port} user=postgres dbname={local_env.WAREHOUSE_DB}\"")
     print("  tables: insights.<pipeline>_rows, _segments, _drivers, _summaries, _rejects; insights.runs")
-    print(f"  Airflow UI: make up (http://{local_env.ui_host()}:{local_env.UI_PORT})")
+    print("  Airflow UI: make up (http://localhost:8080)")
 
 
 def run_counts(conninfo: str, run_id: str) -> str:
