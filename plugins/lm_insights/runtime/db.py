@@ -77,10 +77,18 @@ def lock_ddl(conn: psycopg.Connection) -> None:
     conn.execute("select pg_advisory_xact_lock(hashtext('lm_insights ddl'))")
 
 
+def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
+    """Create ``schema`` only when it is missing: ``create schema if not exists`` needs CREATE on the database
+    even when the schema exists, and a least-privilege role has CREATE on its schemas only."""
+    if not conn.execute("select 1 from pg_namespace where nspname = %s", (schema,)).fetchone():
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+
+
 def ensure_insight_schema(conn: psycopg.Connection, schema: str) -> None:
     """Create the insight schema, the result cache and the runs table if they are missing."""
     lock_ddl(conn)
     conn.execute("create extension if not exists vector")
+    ensure_schema(conn, schema)
     run_sql_files(conn, "insights", schema=schema)
 
 

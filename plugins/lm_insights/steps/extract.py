@@ -50,7 +50,7 @@ def extract_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: s
     target = staging_table(spec, partition, "extracted")
     with db.connect(sink_conninfo) as sink:
         db.ensure_insight_schema(sink, spec.sink.schema_)
-        sink.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(STAGING_SCHEMA)))
+        db.ensure_schema(sink, STAGING_SCHEMA)
     with db.connect(source_conninfo) as source, db.connect(sink_conninfo) as sink:
         source.execute("set time zone 'UTC'")
         types = source_column_types(spec, source)
