@@ -18,9 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-# Columns the platform adds to its staging and insight tables next to the source columns.
-RESERVED_COLUMNS = ("text", "n_tokens", "truncated", "partition_start", "partition_end", "row_key", "row", "reason",
-                    "failed_expectations")
+# Columns the platform adds next to the source columns in the staging tables and <pipeline>_rows.
+RESERVED_COLUMNS = ("_row_number", "text", "n_tokens", "truncated", "partition_start", "partition_end")
 # ... and per label set <set>_<suffix>, e.g. sentiment_label.
 LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "top_field", "top_effect")
 RESERVED_LABELS = ("uncertain", "unknown")  # written by the platform: below min_margin / NULL segment value
@@ -257,7 +256,7 @@ class PipelineSpec(_Strict):
 
     def _no_reserved_columns(self) -> None:
         """Source columns must not collide with the columns the platform adds (text, n_tokens, <set>_label ...)."""
-        reserved = {c: "a column the platform adds" for c in (*RESERVED_COLUMNS, "_row_number")}
+        reserved = {c: "a column the platform adds" for c in RESERVED_COLUMNS}
         for name in self.lm.label_sets:
             reserved |= {f"{name}_{suffix}": f"a column of label set {name!r}" for suffix in LABEL_SET_COLUMN_SUFFIXES}
         for i, column in enumerate(self.source.columns):
@@ -398,10 +397,8 @@ def load_specs_isolated(directory: str | Path = DEFAULT_PIPELINES_DIR) -> tuple[
 
 
 def load_specs(directory: str | Path = DEFAULT_PIPELINES_DIR) -> list[PipelineSpec]:
-    """All specs of a directory (``*.yaml``), sorted by name; two specs with one name is an error."""
-    specs = [load_spec(p) for p in sorted(Path(directory).glob("*.yaml"))]
-    names = [s.name for s in specs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise SpecError(f"{directory}: pipeline names used twice: {duplicates}")
-    return sorted(specs, key=lambda s: s.name)
+    """All specs of a directory (``*.yaml``), sorted by name; any invalid one raises :class:`SpecError`."""
+    specs, errors = load_specs_isolated(directory)
+    if errors:
+        raise SpecError("\n\n".join(str(error) for error in errors))
+    return specs

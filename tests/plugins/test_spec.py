@@ -146,7 +146,8 @@ def test_two_specs_with_one_name_is_an_error(tmp_path):
     raw = yaml.safe_load(CUSTOMER_REVIEWS.read_text())
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(raw))
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(SpecError, match=r"pipeline names used twice: \['customer_reviews'\]"):
+    with pytest.raises(SpecError, match=r"a.yaml: invalid pipeline spec\n  name: 'customer_reviews' is used by "
+                                        r"\[.*b.yaml'\] too"):
         load_specs(tmp_path)
 
 
