@@ -41,6 +41,9 @@ def conninfo_for(conn_id: str) -> str:
 # table, a missing privilege, an unsupported feature. Every other class (08 connection, 40 deadlock or serialization,
 # 53 resources, 55 lock not available, 57 shutdown or cancel) may pass on a retry.
 DETERMINISTIC_SQLSTATE_CLASSES = ("22", "23", "42", "0A")
+# The same kinds as DB-API exception classes (psycopg, psycopg2 and SQLAlchemy share the names), for errors raised
+# by the driver itself without a SQLSTATE (a NUL byte in a string, a wrong number of parameters).
+DETERMINISTIC_DBAPI_ERRORS = ("DataError", "IntegrityError", "ProgrammingError", "NotSupportedError")
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -57,6 +60,8 @@ def is_deterministic(exc: BaseException) -> bool:
     code = sqlstate(exc)
     if code:
         return code[:2] in DETERMINISTIC_SQLSTATE_CLASSES
+    if any(cls.__name__ in DETERMINISTIC_DBAPI_ERRORS for cls in type(exc).__mro__):
+        return True
     if isinstance(exc, OSError):  # ConnectionError, TimeoutError, a full disk: the next try may pass
         return False
     # SpecError, SourceError, TableExpectationsFailed, CheckpointError are ValueErrors; UnknownModelError a LookupError

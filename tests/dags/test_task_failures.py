@@ -26,6 +26,13 @@ def raised(conninfo: str, statement: str, setup: str | None = None) -> Exception
     return error.value
 
 
+def nul_byte(conninfo: str) -> Exception:
+    with psycopg.connect(conninfo) as conn, pytest.raises(psycopg.DataError) as error:
+        conn.execute("select %s::text", ("a\x00b",))
+    assert error.value.sqlstate is None
+    return error.value
+
+
 def lock_timeout(conninfo: str) -> Exception:
     """A real `lock_not_available`: another session holds the table while this one waits 50 ms."""
     with psycopg.connect(conninfo, autocommit=True) as holder:
@@ -62,6 +69,7 @@ def test_deterministic_errors_fail_without_retry(warehouse_conninfo, sales_spec)
         raised(warehouse_conninfo, "select 1 / 0"),  # 22012 division by zero: bad data
         raised(warehouse_conninfo, "select no_such_column from pg_class"),  # 42703
         raised(warehouse_conninfo, "select 'x'::int"),  # 22P02
+        nul_byte(warehouse_conninfo),  # refused by the driver itself, no SQLSTATE
     ]
     for error in deterministic:
         assert is_deterministic(error), error
