@@ -15,9 +15,9 @@ $(STAMP):
 
 # Redis (the Celery broker of the two-queue test) and Chromium (the browser check) come from Debian.
 system-deps:
-	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
-	  echo "[lm-insights] installing redis-server and chromium with apt-get"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium; }
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  echo "[lm-insights] installing redis-server, chromium and postgresql (the TLS test's server) with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium postgresql; }
 
 demo: $(STAMP)
 	$(VENV)/bin/lm-insights demo

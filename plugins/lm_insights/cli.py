@@ -157,7 +157,11 @@ def main(argv: list[str] | None = None) -> None:
         clean_staging(args.older_than)
     elif args.command == "up":
         local_env.prepare()
-        say("starting airflow standalone: http://localhost:8080 (Ctrl-C stops it; `make stop` stops the database)")
+        host = local_env.ui_host()
+        say(f"starting airflow standalone on http://{host}:{local_env.UI_PORT} (Ctrl-C stops it; `make stop` stops "
+            "the database)")
+        if local_env.is_loopback(host):
+            say("reachable from this machine only; LM_INSIGHTS_UI_HOST=0.0.0.0 make up exposes it (with logins)")
         venv_bin = os.path.dirname(sys.executable)
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
         os.execve(os.path.join(venv_bin, "airflow"), ["airflow", "standalone"], os.environ)

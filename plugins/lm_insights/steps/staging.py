@@ -33,7 +33,7 @@ def parse_age(text: str) -> dt.timedelta:
 
 def ensure_registry(conn) -> None:
     """The staging schema and its registry of run stems."""
-    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(STAGING_SCHEMA)))
+    db.ensure_schema(conn, STAGING_SCHEMA)
     conn.execute(sql.SQL("create table if not exists {} (stem text primary key, "
                          "created_at timestamptz not null default now())").format(REGISTRY))
 

@@ -14,6 +14,7 @@ import html
 import json
 import logging
 import re
+import string
 from contextlib import nullcontext
 
 from psycopg import sql
@@ -62,6 +63,22 @@ def format_value(value: object) -> str:
     return _WHITESPACE.sub(" ", html.unescape(str(value))).strip() or MISSING_VALUE
 
 
+class TemplateFormatter(string.Formatter):
+    """``{price}`` writes the value with :func:`format_value`; ``{price:.2f}`` formats the raw value; NULL reads
+    "unknown" either way."""
+
+    def convert_field(self, value: object, conversion: str | None) -> object:
+        return value if value is None else super().convert_field(value, conversion)
+
+    def format_field(self, value: object, format_spec: str) -> str:
+        if value is None or not format_spec:
+            return format_value(value)
+        return format(value, format_spec)
+
+
+TEMPLATE_FORMATTER = TemplateFormatter()
+
+
 def column_phrase(column: str) -> str:
     return column.replace("_", " ")
 
@@ -69,7 +86,7 @@ def column_phrase(column: str) -> str:
 def render(spec: PipelineSpec, row: dict[str, object]) -> str:
     """The text of one row (``row`` maps column names to values)."""
     if spec.text.template:
-        return spec.text.template.format(**{c: format_value(row.get(c)) for c in spec.source.columns})
+        return TEMPLATE_FORMATTER.format(spec.text.template, **{c: row.get(c) for c in spec.source.columns})
     return " ".join(f"The {column_phrase(c)} is {format_value(row[c])}." for c in spec.text.columns)
 
 
