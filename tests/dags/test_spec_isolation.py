@@ -42,7 +42,7 @@ def test_an_invalid_spec_fails_alone_in_the_dag_bag(dags_with_a_bad_spec):
     assert all(bag.dags[d].fileloc != str(dags_with_a_bad_spec / "lm_insights_spec_check.py") for d in DEMO_DAGS)
 
 
-def test_valid_specs_give_no_import_error(tmp_path):
+def test_valid_specs_give_no_import_error():
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS_DIR))
