@@ -32,23 +32,28 @@ def test_unknown_name_lists_known_names(registry_dir):
         registry.resolve(str(registry_dir / "absent"))
 
 
-def test_model_key_hashes_the_weights_once_per_file_version(registry_dir, monkeypatch):
-    import hashlib
+# sha256 of the planted weight files, from `printf '...' | sha256sum` (an oracle outside Python)
+SHA256_NOT_REALLY = "6bc9509551b4"  # b"not really weights"
+SHA256_SAME_SIZE = "38e54a791477"  # b"not really weightz"
+
+
+def test_model_key_hashes_the_weights_once_per_file_version(registry_dir):
+    import os
 
     weights = registry_dir / "my-model" / "model.safetensors"
-    expected = hashlib.sha256(b"not really weights").hexdigest()[:12]
-    assert registry.model_key("my-model", registry_dir / "my-model") == f"my-model@{expected}"
-    assert registry.model_key(str(registry_dir / "my-model"), registry_dir / "my-model") == f"my-model@{expected}"
+    assert registry.model_key("my-model", registry_dir / "my-model") == f"my-model@{SHA256_NOT_REALLY}"
+    assert registry.model_key(str(registry_dir / "my-model"), registry_dir / "my-model") == \
+        f"my-model@{SHA256_NOT_REALLY}"
 
-    calls = []
-    real_sha256 = hashlib.sha256
-    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(1) or real_sha256(*a))
-    registry.model_key("my-model", registry_dir / "my-model")
-    assert calls == []  # cached: same path, mtime and size
+    # New content of the same size under the same mtime: the hash of this file version is reused, not recomputed.
+    stat = weights.stat()
+    weights.write_bytes(b"not really weightz")
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert registry.model_key("my-model", registry_dir / "my-model") == f"my-model@{SHA256_NOT_REALLY}"
 
-    weights.write_bytes(b"retrained weights!")
-    changed = registry.model_key("my-model", registry_dir / "my-model")
-    assert calls == [1] and changed == f"my-model@{real_sha256(b'retrained weights!').hexdigest()[:12]}"
+    # A new file version (mtime moves, as any rewrite does) is hashed again.
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert registry.model_key("my-model", registry_dir / "my-model") == f"my-model@{SHA256_SAME_SIZE}"
 
 
 def test_default_model_key(engine):
