@@ -38,8 +38,14 @@ def fetch_frame(conninfo: str, query: sql.Composable | str, params=None) -> pd.D
 
 
 def as_float(values: pd.Series) -> pd.Series:
-    """Numbers (int, Decimal, float) as float64, NULL as NaN."""
-    return pd.Series([np.nan if v is None else float(v) for v in values], index=values.index, dtype="float64")
+    """Numbers (int, Decimal, float) as float64; NULL, NaN and +-Infinity as NaN (statistics skip them)."""
+    numbers = [np.nan if v is None else float(v) for v in values]
+    return pd.Series([v if math.isfinite(v) else np.nan for v in numbers], index=values.index, dtype="float64")
+
+
+def non_finite(values: pd.Series) -> pd.Series:
+    """NaN or +-Infinity (a float or numeric cell; NULL is not one)."""
+    return values.map(lambda v: isinstance(v, float | decimal.Decimal) and not math.isfinite(float(v))).astype(bool)
 
 
 def utc_instant(value: object) -> dt.datetime:
@@ -61,8 +67,13 @@ def source_partition(conninfo: str, spec, partition) -> pd.DataFrame:
     return frame[inside.astype(bool)].reset_index(drop=True)
 
 
-def insight_frame(conninfo: str, spec, suffix: str, partition) -> pd.DataFrame:
-    """The partition's rows of ``<sink schema>.<pipeline>_<suffix>``."""
+def insight_frame(conninfo: str, spec, suffix: str, partition, missing_ok: bool = False) -> pd.DataFrame:
+    """The partition's rows of ``<sink schema>.<pipeline>_<suffix>`` (empty if ``missing_ok`` and it does not exist)."""
+    if missing_ok:
+        with psycopg.connect(conninfo) as conn:
+            if conn.execute("select to_regclass(%s)", (f'"{spec.sink.schema_}"."{spec.name}_{suffix}"',)
+                            ).fetchone()[0] is None:
+                return pd.DataFrame()
     return fetch_frame(conninfo, sql.SQL("select * from {} where partition_start = %s").format(
         sql.Identifier(spec.sink.schema_, f"{spec.name}_{suffix}")), (partition.start,))
 
@@ -96,6 +107,9 @@ def expected_reject_mask(spec, source: pd.DataFrame) -> pd.Series:
         else:
             raise NotImplementedError(f"no oracle for the row expectation {name}; add one to tests/oracles.py")
         rejected |= failed.astype(bool)
+    if getattr(spec.insights, "non_finite", "reject") == "reject":  # NaN/Infinity in a number column of insights
+        for column in {*spec.insights.metrics, *(s.by_tiers.column for s in spec.insights.segments if s.by_tiers)}:
+            rejected |= non_finite(source[column])
     return rejected
 
 
@@ -149,8 +163,13 @@ def check_rows(spec, valid: pd.DataFrame, rows: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------------------------------- segments
 
 
+def edge_text(edge: float) -> str:
+    """A tier edge as the segment names print it: 150, 19.9."""
+    return str(int(edge)) if float(edge).is_integer() else repr(float(edge))
+
+
 def tier_name(low: float, high: float) -> str:
-    return f"[{low:g}, {high:g})"
+    return f"[{edge_text(low)}, {edge_text(high)})"
 
 
 def tier_of(value: float, edges: list[float]) -> tuple[str, int]:
@@ -161,7 +180,7 @@ def tier_of(value: float, edges: list[float]) -> tuple[str, int]:
     for i, (low, high) in enumerate(zip(edges, edges[1:])):
         if low <= value < high:
             return tier_name(low, high), i
-    return f"outside [{edges[0]:g}, {edges[-1]:g})", last
+    return f"outside [{edge_text(edges[0])}, {edge_text(edges[-1])})", last
 
 
 def expected_segments(spec, rows: pd.DataFrame) -> pd.DataFrame:
@@ -299,15 +318,25 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?%?")
 def summary_numbers(summary: str, partition, drivers: pd.DataFrame) -> list[str]:
     """The numbers the summary states, without the partition's date and the driver directions' category values
     (checked by :func:`check_drivers`)."""
-    text = summary.replace(partition.start.date().isoformat(), "")
+    text = summary
+    for day in (partition.start.date(), (partition.end - dt.timedelta(days=1)).date()):  # "for 2026-11-02"
+        text = text.replace(day.isoformat(), "")
     for direction in drivers.get("direction", []):
         text = text.replace(direction, "")
     return _NUMBER.findall(text)
 
 
+def numeric_cells(frame: pd.DataFrame) -> list[float]:
+    return [float(v) for column in frame.columns for v in frame[column]
+            if isinstance(v, int | float | decimal.Decimal) and not isinstance(v, bool) and math.isfinite(float(v))]
+
+
 def check_summary(spec, partition, summary: str, rows: pd.DataFrame, rejected: int, segments: pd.DataFrame,
-                  drivers: pd.DataFrame) -> None:
-    """Every number in the summary is a figure of the tables, as the oracle computes it, rounded as printed."""
+                  drivers: pd.DataFrame, quality: pd.DataFrame | None = None) -> None:
+    """Every number in the summary is a figure of the tables, as the oracle computes it, rounded as printed.
+
+    ``quality`` (the heads' ``<pipeline>_quality`` rows, checked by their own oracle) adds its numbers, and its
+    shares as percentages."""
     figures: list[float] = [len(rows), rejected]
     if "truncated" in rows:
         figures.append(int(rows["truncated"].fillna(False).astype(bool).sum()))
@@ -323,6 +352,10 @@ def check_summary(spec, partition, summary: str, rows: pd.DataFrame, rejected: i
         column = f"{name}_top_field"
         if column in rows and rows[column].notna().any():
             shares.append(rows[column].dropna().value_counts(normalize=True).max() * 100)
+    if quality is not None and len(quality):
+        cells = numeric_cells(quality)
+        figures += cells
+        shares += [c * 100 for c in cells if 0 <= c <= 1] + [(1 - c) * 100 for c in cells if 0 <= c <= 1]
     numbers = summary_numbers(summary, partition, drivers)
     assert numbers, summary
     for token in numbers:
@@ -356,5 +389,5 @@ def check_partition(source_conninfo: str, sink_conninfo: str, spec, partition,
     check_drivers(spec, rows, tables["drivers"], required)
     assert len(tables["summaries"]) == 1
     check_summary(spec, partition, tables["summaries"]["summary"].iloc[0], rows, len(tables["rejects"]),
-                  expected, tables["drivers"])
+                  expected, tables["drivers"], insight_frame(sink_conninfo, spec, "quality", partition, missing_ok=True))
     return {"source": source, "valid": valid, **tables}
