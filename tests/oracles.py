@@ -388,6 +388,7 @@ def check_partition(source_conninfo: str, sink_conninfo: str, spec, partition,
     required = expected_driver_fields(spec, rows) if required_drivers is None else required_drivers
     check_drivers(spec, rows, tables["drivers"], required)
     assert len(tables["summaries"]) == 1
+    quality = insight_frame(sink_conninfo, spec, "quality", partition, missing_ok=True)
     check_summary(spec, partition, tables["summaries"]["summary"].iloc[0], rows, len(tables["rejects"]),
-                  expected, tables["drivers"], insight_frame(sink_conninfo, spec, "quality", partition, missing_ok=True))
+                  expected, tables["drivers"], quality)
     return {"source": source, "valid": valid, **tables}

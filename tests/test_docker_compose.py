@@ -245,7 +245,8 @@ def test_init_sets_up_pool_user_and_warehouse_connection(config):
                     r'airflow pools set lm_gpu "\$\{LM_GPU_POOL_SLOTS\}" ".*";',
                     r'airflow connections add warehouse --conn-type postgres --conn-host "\$\{WAREHOUSE_HOST\}" .*',
                     r'path = os.environ\["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"\]',
-                    r'json.dump\(\{os.environ\["AIRFLOW_ADMIN_USERNAME"\]: os.environ\["AIRFLOW_ADMIN_PASSWORD"\]\}, f\)'):
+                    r'json.dump\(\{os.environ\["AIRFLOW_ADMIN_USERNAME"\]: '
+                    r'os.environ\["AIRFLOW_ADMIN_PASSWORD"\]\}, f\)'):
         assert any(re.fullmatch(pattern, line) for line in commands), f"no command {pattern} in {INIT_SCRIPT}"
 
 
