@@ -8,8 +8,10 @@ PostgreSQL. Add a pipeline by adding a YAML file; see the README for every field
 
 from pathlib import Path
 
-from lm_insights.airflow_dag import build_dag
+from lm_insights.airflow_dag import build_dag, build_train_dag
 from lm_insights.spec import load_specs
 
 for _spec in load_specs(Path(__file__).parent / "pipelines"):
     globals()[_spec.name] = build_dag(_spec)
+    if _spec.lm.heads:  # <pipeline>__train: trains the heads the spec declares
+        globals()[f"{_spec.name}__train"] = build_train_dag(_spec)

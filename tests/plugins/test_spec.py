@@ -33,7 +33,7 @@ def test_shipped_specs_load():
     assert len(sales.expectations.rows) == 5 and len(sales.expectations.table) == 1
 
     reviews = specs["customer_reviews"]
-    assert reviews.text.template is None and reviews.text.columns == ["product_name", "rating", "review_text"]
+    assert reviews.text.template is None and reviews.text.columns == ["product_name", "review_text"]
     assert set(reviews.lm.label_sets) == {"sentiment", "topic"}
     assert set(reviews.lm.label_sets["sentiment"].labels) == {"positive", "negative", "neutral"}
     assert set(reviews.lm.label_sets["topic"].labels) == {"quality", "delivery", "price"}

@@ -21,11 +21,16 @@ log = logging.getLogger(__name__)
 INSIGHT_TABLES = {"rows": "rows", "segments": "segments", "drivers": "drivers", "summaries": "summary",
                   "rejects": "rejects_loaded"}
 STAGING_STEPS = ("extracted", "pending", "rejects", "texts", "occlusions", "attributions", "rows", "segments",
-                 "drivers", "summary", "rejects_loaded")
+                 "drivers", "summary", "rejects_loaded", "quality")
 
 
 class MissingStaging(RuntimeError):
     """A step before load did not leave its staging table."""
+
+
+def insight_tables(spec: PipelineSpec) -> dict[str, str]:
+    """Insight table suffix -> staging step, with ``quality`` for a spec with trained heads."""
+    return INSIGHT_TABLES | ({"quality": "quality"} if spec.lm.heads else {})
 
 
 def insight_table(spec: PipelineSpec, suffix: str) -> sql.Identifier:
@@ -70,7 +75,7 @@ def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> d
     with db.connect(conninfo) as conn:  # one transaction: commit at the end or roll back on any error
         db.lock_ddl(conn)
         stage_rejects(spec, conn, partition)
-        for suffix, step in INSIGHT_TABLES.items():
+        for suffix, step in insight_tables(spec).items():
             table, source = insight_table(spec, suffix), staging_table(spec, partition, step)
             source_name = staging_name(spec, partition, step)
             if not db.table_exists(conn, STAGING_SCHEMA, source_name):
@@ -109,13 +114,15 @@ class RunRecord:
     head_version: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     message: str | None = None
+    quality: dict | None = None  # per trained head: its measured figures on this partition (learn.quality)
 
 
 def record_run(conninfo: str, schema: str, record: RunRecord) -> None:
     """Insert or update the run's row in ``<schema>.runs``."""
     values = {k: v for k, v in vars(record).items() if k != "partition"}
     values |= {"partition_start": record.partition.start, "partition_end": record.partition.end,
-               "timings": json.dumps(record.timings)}
+               "timings": json.dumps(record.timings),
+               "quality": json.dumps(record.quality) if record.quality is not None else None}
     columns = list(values)
     with db.connect(conninfo) as conn:
         db.ensure_insight_schema(conn, schema)
