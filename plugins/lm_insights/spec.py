@@ -156,23 +156,6 @@ class LM(_Strict):
                 raise ValueError(f"name {name!r} is not a lowercase identifier (it names columns)")
         return value
 
-    @model_validator(mode="after")
-    def _heads_fit_the_label_sets(self) -> LM:
-        for name, head in self.heads.items():
-            if name in self.label_sets:
-                raise ValueError(f"heads.{name}: a label set has this name too and both would write {name}_label; "
-                                 f"rename the head and point it at the label set with zero_shot: {name}")
-            if head.zero_shot is None:
-                continue
-            if head.zero_shot not in self.label_sets:
-                raise ValueError(f"heads.{name}.zero_shot: {head.zero_shot!r} is not in lm.label_sets "
-                                 f"{sorted(self.label_sets)}")
-            labels = set(self.label_sets[head.zero_shot].labels)
-            if head.classes is None or set(head.classes) != labels:
-                raise ValueError(f"heads.{name}.zero_shot: label set {head.zero_shot!r} has the labels "
-                                 f"{sorted(labels)}; the head's classes must be the same to compare them")
-        return self
-
 
 class Tiers(_Strict):
     column: str
@@ -273,7 +256,18 @@ class PipelineSpec(_Strict):
                     f"classification head of lm.heads {sorted(labelled)}"
                 )
         text_columns = {*self.text.columns, *(_template_fields(self.text.template) if self.text.template else [])}
+        label_sets = self.lm.label_sets
         for name, head in self.lm.heads.items():
+            if name in label_sets:
+                raise ValueError(f"lm.heads.{name}: a label set has this name too and both would write "
+                                 f"{name}_label; rename the head and point it at the label set with zero_shot: {name}")
+            if head.zero_shot is not None and head.zero_shot not in label_sets:
+                raise ValueError(f"lm.heads.{name}.zero_shot: {head.zero_shot!r} is not in lm.label_sets "
+                                 f"{sorted(label_sets)}")
+            if head.zero_shot is not None and set(head.classes or {}) != set(label_sets[head.zero_shot].labels):
+                raise ValueError(f"lm.heads.{name}.zero_shot: label set {head.zero_shot!r} has the labels "
+                                 f"{sorted(label_sets[head.zero_shot].labels)}; the head's classes must be the "
+                                 "same to compare them")
             check(f"lm.heads.{name}.target", head.target)
             if head.target in text_columns:
                 raise ValueError(

@@ -37,7 +37,8 @@ def test_shipped_specs_load():
     assert set(reviews.lm.label_sets) == {"sentiment", "topic"}
     assert set(reviews.lm.label_sets["sentiment"].labels) == {"positive", "negative", "neutral"}
     assert set(reviews.lm.label_sets["topic"].labels) == {"quality", "delivery", "price"}
-    assert [s.name for s in reviews.insights.segments] == ["label:sentiment", "label:topic"]
+    assert [s.name for s in reviews.insights.segments] == ["label:sentiment", "label:learned_sentiment", "label:topic"]
+    assert reviews.lm.heads["learned_sentiment"].target == "rating"
     assert reviews.target == "rating" and reviews.lm.shards is None and reviews.lm.chunk_size == 500
 
 
