@@ -88,7 +88,8 @@ def code_version() -> str:
 def labelled_rows(spec: PipelineSpec, conn, name: str, window_days: int, model_key: str) -> LabelledRows:
     """The window's rows with a known target, oldest first, with their cached embedding (None when not cached).
 
-    A row loaded by several runs of its partition counts once (its latest load).
+    The window is the last ``window_days`` days up to the latest loaded row (1: the latest day's rows). A row
+    loaded by several runs of its partition counts once (its latest load).
     """
     head = spec.lm.heads[name]
     rows_table = db.qualified(spec.sink.schema_, f"{spec.name}_rows")
@@ -101,7 +102,7 @@ def labelled_rows(spec: PipelineSpec, conn, name: str, window_days: int, model_k
     query = sql.SQL(
         "with latest as (select distinct on ({key}) {key} as row_key, {time} as row_time, text, {target} as target "
         "from {rows} where {target} is not null "
-        "and {time} >= (select max({time}) from {rows}) - make_interval(days => %(days)s) "
+        "and {time} > (select max({time}) from {rows}) - make_interval(days => %(days)s) "
         "order by {key}, partition_start desc), "
         "hashed as (select *, encode(sha256(convert_to(text, 'UTF8')), 'hex') as text_sha256 from latest) "
         "select h.row_key, h.row_time, h.text, h.text_sha256, h.target, "
