@@ -98,15 +98,24 @@ class Engine:
     """A loaded model with its tokenizer on one device. Build it with load_engine()."""
 
     def __init__(self, name, model_dir, device):
-        model = checkpoint.load_model(model_dir)
-        self.name, self.model_dir, self.device = name, model_dir, device
-        self.model_key = registry.model_key(name, model_dir)
+        self._setup(name, model_dir, device, checkpoint.load_model(model_dir), registry.model_key(name, model_dir))
+
+    @classmethod
+    def from_model(cls, name, model_dir, device, model, model_key):
+        """An Engine around a BertModel already built (e.g. fine-tuned weights), with model_dir's tokenizer;
+        model_key must identify those weights (the cache key of everything encoded with them)."""
+        engine = cls.__new__(cls)
+        engine._setup(name, model_dir, device, model, model_key)
+        return engine
+
+    def _setup(self, name, model_dir, device, model, model_key):
+        self.name, self.model_dir, self.device, self.model_key = name, model_dir, device, model_key
         self.dim = model.config.hidden_size
         self.max_seq_length = checkpoint.read_max_seq_length(model_dir, model.config)
         self.tokenizer = checkpoint.load_tokenizer(model_dir, self.max_seq_length)
         # bf16 halves memory traffic on GPU; pooling and normalisation still run in fp32 (sentence_embedding)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        self.model = model.to(device=device, dtype=dtype)
+        self.model = model.to(device=device, dtype=dtype).eval()
 
     def tokenize(self, texts):
         """Token id lists (truncated to max_seq_length) and a truncated flag per text."""
