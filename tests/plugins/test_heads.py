@@ -25,13 +25,16 @@ from lm_insights.steps.partition import Partition
 SPEC_FILE = Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "customer_reviews.yaml"
 START = dt.date(2026, 11, 1)
 HEAD = "learned_sentiment"
+SCORE = "rating_score"  # a regression head on the same rows: the rating as a number
 
 
 def reviews_spec(**head_changes) -> PipelineSpec:
-    """customer_reviews without attributions (fewer texts to encode) and with ``head_changes`` on its head."""
+    """customer_reviews without attributions (fewer texts to encode), with ``head_changes`` on its head and a
+    regression head ``rating_score``."""
     raw = yaml.safe_load(SPEC_FILE.read_text())
     raw["lm"]["attributions"] = False
     raw["lm"]["heads"][HEAD] |= head_changes
+    raw["lm"]["heads"][SCORE] = {"task": "regression", "target": "rating", "evaluation_share": 0.3}
     return PipelineSpec.model_validate(raw)
 
 
@@ -65,6 +68,9 @@ def promoted(warehouse, engine) -> training.TrainResult:
     """The first training run of the head: it beats majority and zero-shot and is promoted as v1."""
     result = training.train_head(reviews_spec(), warehouse, HEAD, engine=engine)
     assert (result.decision, result.version) == ("promoted", 1), result.reason
+    score = training.train_head(reviews_spec(), warehouse, SCORE, engine=engine)
+    assert (score.decision, score.version) == ("promoted", 1), score.reason
+    assert score.metrics["candidate"]["mae"] < score.metrics["mean"]["mae"]
     return result
 
 
@@ -130,7 +136,7 @@ def test_promotion_refuses_a_head_trained_on_shuffled_labels(warehouse, engine, 
     assert result.decision == "rejected"
     assert result.metrics["candidate"]["accuracy"] < result.metrics["promoted"]["accuracy"]
     assert result.metrics["promoted"] == promoted.metrics["candidate"]  # the same evaluation set for both
-    assert models.promoted_versions(warehouse, reviews_spec()) == {HEAD: 1}
+    assert models.promoted_versions(warehouse, reviews_spec())[HEAD] == 1
     (decision, reason), = query(warehouse, "select decision, reason from insights.models where pipeline = "
                                            "'customer_reviews' and head = %s and version = %s",
                                 (HEAD, result.version))
@@ -148,7 +154,7 @@ def test_a_failed_training_run_leaves_the_promoted_head_in_place(warehouse, engi
     with pytest.raises(RuntimeError, match="killed"):
         training.train_head(reviews_spec(), warehouse, HEAD, training.TrainOptions(force=True), engine=engine)
     assert versions(warehouse) == before
-    assert models.promoted_versions(warehouse, reviews_spec()) == {HEAD: 1}
+    assert models.promoted_versions(warehouse, reviews_spec())[HEAD] == 1
 
 
 def test_uncertain_coverage_follows_min_precision_on_the_evaluation_set(warehouse, engine):
@@ -168,12 +174,13 @@ def test_uncertain_coverage_follows_min_precision_on_the_evaluation_set(warehous
     assert loose["metrics"]["candidate_published"]["coverage"] > 0
 
 
-def train_on_rows_of_customer_reviews(spec: PipelineSpec, conninfo: str, engine) -> dict:
-    """Train ``spec``'s head on the rows customer_reviews loaded (the spec differs in name and min_precision)."""
+def train_on_rows_of_customer_reviews(spec: PipelineSpec, conninfo: str, engine,
+                                      options: training.TrainOptions = training.TrainOptions()) -> dict:
+    """Train ``spec``'s head on the rows customer_reviews loaded (the spec differs in name and settings)."""
     with psycopg.connect(conninfo) as conn:
         conn.execute(f'create or replace view insights."{spec.name}_rows" as '
                      "select * from insights.customer_reviews_rows")
-    result = training.train_head(spec, conninfo, HEAD, engine=engine)
+    result = training.train_head(spec, conninfo, HEAD, options, engine=engine)
     (card,), = query(conninfo, "select card from insights.models where pipeline = %s and version = %s",
                      (spec.name, result.version))
     return card
@@ -234,8 +241,8 @@ def test_a_run_with_the_promoted_head_labels_rows_and_measures_itself(warehouse,
                 "coverage": len(answered) / len(labelled),
                 "accuracy": sum(t == p for t, p in answered) / len(answered) if answered else None}
     quality = query(warehouse, "select model, head_version, rows, answered, coverage, accuracy, macro_f1, confusion "
-                               "from insights.customer_reviews_quality where partition_start = %s order by model",
-                    (start,))
+                               "from insights.customer_reviews_quality where partition_start = %s and head = %s "
+                               "order by model", (start, HEAD))
     by_model = {model: rest for model, *rest in quality}
     assert set(by_model) == {"head", "majority", "zero_shot"}
     version, n, n_answered, coverage, accuracy, macro_f1, confusion = by_model["head"]
@@ -257,8 +264,48 @@ def test_a_run_with_the_promoted_head_labels_rows_and_measures_itself(warehouse,
     segments = query(warehouse, "select distinct segment from insights.customer_reviews_segments where "
                                 "partition_start = %s", (start,))
     assert (f"label:{HEAD}",) in segments
+    drivers = query(warehouse, "select field from insights.customer_reviews_drivers where partition_start = %s",
+                    (start,))
+    assert (f"{HEAD}_label",) not in drivers  # trained on the rating, it would "drive" the rating by construction
     (runs_quality,), = query(warehouse, "select quality from insights.runs where run_id = %s", (record.run_id,))
     assert runs_quality[HEAD]["models"]["head"]["answered"] == n_answered
+
+
+def test_a_regression_head_predicts_with_an_interval_and_is_measured(warehouse, engine, promoted):
+    start = dt.datetime.combine(START + dt.timedelta(days=3), dt.time(0), dt.timezone.utc)
+    if not query(warehouse, "select 1 from insights.customer_reviews_rows where partition_start = %s", (start,)):
+        run_partition(reviews_spec(), warehouse, warehouse, Partition.day(start.date()), engine=engine)
+    rows = query(warehouse, f"select rating, {SCORE}_prediction, {SCORE}_prediction_low, {SCORE}_prediction_high "
+                            "from insights.customer_reviews_rows where partition_start = %s", (start,))
+    assert all(low <= prediction <= high for _, prediction, low, high in rows)
+    pairs = [(float(r), p) for r, p, _, _ in rows if r is not None]
+    mae = sum(abs(r - p) for r, p in pairs) / len(pairs)
+    (card,), = query(warehouse, "select card from insights.models where pipeline = 'customer_reviews' and "
+                                "head = %s and promoted", (SCORE,))
+    mean_mae = sum(abs(r - card["train_mean"]) for r, _ in pairs) / len(pairs)
+    quality = dict(query(warehouse, "select model, mae from insights.customer_reviews_quality where "
+                                    "partition_start = %s and head = %s", (start, SCORE)))
+    assert quality["head"] == pytest.approx(mae) and quality["mean"] == pytest.approx(mean_mae)
+    (summary,), = query(warehouse, "select summary from insights.customer_reviews_summaries where "
+                                   "partition_start = %s", (start,))
+    assert f"{SCORE} (head v1): mean absolute error {mae:.2f}" in summary
+
+
+def test_a_finetuned_head_stores_its_encoder_and_a_worker_loads_it(warehouse, engine, monkeypatch):
+    """One small fine-tune (1 epoch, few rows) on CPU: the encoder travels through the table too."""
+    spec = reviews_spec(min_rows=30).model_copy(update={"name": "reviews_finetuned"})
+    monkeypatch.setattr(training, "split_by_time", lambda rows, share: (list(range(40)), list(range(40, 60))))
+    card = train_on_rows_of_customer_reviews(spec, warehouse, engine, training.TrainOptions(
+        method="finetune", epochs=1, window_days=1))
+    assert card["method"] == "finetune" and card["encoder_key"].startswith(f"{engine.name}+finetune@")
+    assert card["evaluation_split"]["evaluation_rows"] == 20
+    models._LOADED.clear()  # as a fresh worker: everything from the table
+    loaded = models.load_head(warehouse, spec, HEAD, card["version"])
+    assert loaded.head.encoder_state is not None
+    texts = ["The product name is Kettle. The review text is Broke after two days, very disappointed."]
+    outputs = heads.predict_rows(loaded, engine, texts, engine.encode(texts).vectors)
+    assert outputs[0]["best"] in card["labels"] and 0 < outputs[0]["probability"] <= 1
+    assert loaded.engine_for(engine).model_key == card["encoder_key"]
 
 
 def test_rollback_promotes_the_previous_version_and_then_none(warehouse, promoted):

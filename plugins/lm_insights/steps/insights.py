@@ -210,6 +210,8 @@ def measure_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driv
     # Other metrics are outcomes like the target (revenue = price x units), not factors that drive it.
     skip = {*spec.source.key, spec.source.partition_column, *spec.insights.metrics, "_row_number",
             "partition_start", "text", "n_tokens"}
+    # A head trained to predict the target explains it by construction: it is measured in <pipeline>_quality.
+    skip |= {f"{name}_label" for name, head in spec.lm.heads.items() if head.target == spec.target}
     drivers = []
     for field, type_name in types.items():
         if (field in skip or field.endswith(("_score", "_margin", "_top_field", "_top_effect", *output_suffixes()))
