@@ -157,6 +157,29 @@ def test_a_failed_training_run_leaves_the_promoted_head_in_place(warehouse, engi
     assert models.promoted_versions(warehouse, reviews_spec())[HEAD] == 1
 
 
+def test_a_training_process_killed_while_storing_leaves_the_promoted_head_in_place(warehouse, promoted, tmp_path):
+    """SIGKILL right after the new version's insert, before its commit: PostgreSQL keeps the registry as it was."""
+    code = (
+        "import os, signal, sys, yaml\n"
+        "from lm_insights.learn import models, training\n"
+        "from lm_insights.spec import PipelineSpec\n"
+        "real_save = models.save_version\n"
+        "def save_then_die(*args, **kwargs):\n"
+        "    real_save(*args, **kwargs)\n"
+        "    print('inserted', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "models.save_version = save_then_die\n"
+        "spec = PipelineSpec.model_validate_json(sys.argv[2])\n"
+        "training.train_head(spec, sys.argv[1], sys.argv[3], training.TrainOptions(force=True))\n"
+    )
+    before = versions(warehouse)
+    done = subprocess.run([sys.executable, "-c", code, warehouse, reviews_spec().model_dump_json(by_alias=True), HEAD],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9 and "inserted" in done.stdout, done.stderr[-2000:]
+    assert versions(warehouse) == before
+    assert models.promoted_versions(warehouse, reviews_spec())[HEAD] == 1
+
+
 def test_uncertain_coverage_follows_min_precision_on_the_evaluation_set(warehouse, engine):
     cards = {}
     for min_precision in (0.6, 0.97):
