@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from lm_insights.cli import run_dag
 from lm_insights.runtime import demo_warehouse
+from lm_insights.spec import load_spec
+from lm_insights.steps.textualize import template_version
 
+SPEC_FILE = Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "customer_reviews.yaml"
 START = dt.date(2026, 11, 1)
 HEAD = "learned_sentiment"
 
 
 @pytest.fixture(scope="module")
 def warehouse(airflow_db):
-    """The `warehouse` connection's database with four demo days; the models of customer_reviews are removed
-    afterwards, so later modules run the pipeline without a promoted head."""
+    """The `warehouse` connection's database with four demo days. Afterwards everything customer_reviews left
+    (models, cached results, runs, insight tables) is removed: later modules start from an empty pipeline."""
     from lm_insights.airflow_dag import conninfo_for
 
     conninfo = conninfo_for("warehouse")
     demo_warehouse.create_schema(conninfo)
     demo_warehouse.generate(conninfo, start=START, days=4, sales_per_day=0, reviews_per_day=40)
     yield conninfo
+    spec = load_spec(SPEC_FILE)
     with psycopg.connect(conninfo) as conn:
         conn.execute("delete from insights.models where pipeline = 'customer_reviews'")
+        conn.execute("delete from insights.runs where pipeline = 'customer_reviews'")
+        conn.execute("delete from insights.lm_cache where template_version = %s", (template_version(spec),))
+        for suffix in ("rows", "segments", "drivers", "summaries", "rejects", "quality"):
+            conn.execute(f"drop table if exists insights.customer_reviews_{suffix}")
 
 
 def query(conninfo: str, statement: str, params=()) -> list[tuple]:
