@@ -345,3 +345,14 @@ def test_rollback_promotes_the_previous_version_and_then_none(warehouse, promote
     assert models.rollback(warehouse, spec, HEAD) == (1, None)
     assert models.promoted_versions(warehouse, spec) == {}
     assert models.rollback(warehouse, spec, HEAD) == (None, None)
+
+
+def test_a_head_trained_on_another_model_is_left_out_of_the_run():
+    from types import SimpleNamespace
+
+    from lm_insights.steps.infer import heads_for
+
+    engine = SimpleNamespace(model_key="all-MiniLM-L6-v2@abc")
+    mine = models.LoadedHead("mine", 1, {"base_model_key": "all-MiniLM-L6-v2@abc"}, head=None)
+    other = models.LoadedHead("other", 3, {"base_model_key": "bge-small@def"}, head=None)
+    assert heads_for(reviews_spec(), engine, {"mine": mine, "other": other}) == {"mine": mine}

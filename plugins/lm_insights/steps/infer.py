@@ -140,7 +140,7 @@ def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: 
             loaded["engine"] = engine or load_engine(model or spec.lm.model)
             loaded["prototypes"] = {name: loaded["engine"].prototypes(s.labels)
                                     for name, s in spec.lm.label_sets.items()}
-            loaded["heads"] = load_heads(conninfo, spec, heads or {})
+            loaded["heads"] = heads_for(spec, loaded["engine"], load_heads(conninfo, spec, heads or {}))
         return loaded["engine"], loaded["prototypes"], loaded["heads"]
 
     texts = cached = computed = 0
@@ -167,6 +167,17 @@ def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: 
             progress.add(len(chunk), cache_hit_rate=f"{cached / max(texts, 1):.0%}")
         progress.finish(cached=cached, computed=computed)
     return InferSummary(shard=shard, texts=texts, cached=cached, computed=computed)
+
+
+def heads_for(spec: PipelineSpec, engine, trained_heads: dict) -> dict:
+    """The trained heads that read this engine's embeddings; one trained on another model is left out (its
+    columns stay empty, and the run's quality shows it abstained)."""
+    usable = {name: h for name, h in trained_heads.items() if h.card.get("base_model_key") == engine.model_key}
+    for name in trained_heads.keys() - usable.keys():
+        log.warning("%s: head %s v%d was trained on %s, not %s; its outputs stay empty in this run", spec.name,
+                    name, trained_heads[name].version, trained_heads[name].card.get("base_model_key"),
+                    engine.model_key)
+    return usable
 
 
 def cached_hashes(conn, spec: PipelineSpec, key: CacheKey, hashes: list[str]) -> set[str]:
