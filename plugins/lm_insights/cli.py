@@ -106,16 +106,17 @@ def train(name: str, only: list[str] | None, method: str | None, window_days: in
     from lm_insights.learn import models, training
     from lm_insights.spec import load_specs
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    server, _ = local_env.prepare()
     specs = {s.name: s for s in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")}
     if name not in specs:
         raise SystemExit(f"unknown pipeline {name!r}; known: {sorted(specs)}")
     spec = specs[name]
     unknown = sorted(set(only or []) - set(spec.lm.heads))
-    if not spec.lm.heads or unknown:
-        raise SystemExit(f"{name} has no head {unknown or ''}; its heads: {sorted(spec.lm.heads)} (lm.heads in "
-                         f"{spec.origin})")
+    if not spec.lm.heads:
+        raise SystemExit(f"{name} declares no heads: add one under lm.heads in {spec.origin}")
+    if unknown:
+        raise SystemExit(f"{name} has no head {', '.join(unknown)}; its heads: {sorted(spec.lm.heads)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    server, _ = local_env.prepare()
     conninfo = local_env.warehouse_conninfo(server)
     for head in only or list(spec.lm.heads):
         if rollback:

@@ -77,3 +77,17 @@ def test_head_targets_are_kept_in_the_rows_table(tmp_path):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     spec = load_spec(path)
     assert "category" in spec.row_columns and spec.lm.heads[HEAD].precision_target == 0.8
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["train", "nope"], "unknown pipeline 'nope'; known: ['customer_reviews', 'product_sales']"),
+    (["train", "product_sales"], "product_sales declares no heads: add one under lm.heads in"),
+    (["train", "customer_reviews", "--head", "mood"], "customer_reviews has no head mood; its heads: "
+                                                      "['learned_sentiment']"),
+])
+def test_train_command_names_what_is_wrong_before_starting_anything(argv, expected):
+    from lm_insights.cli import main
+
+    with pytest.raises(SystemExit) as error:
+        main(argv)
+    assert str(error.value).startswith(expected)
