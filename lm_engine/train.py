@@ -70,7 +70,8 @@ def _check_task(task, targets, labels):
     index = {label: i for i, label in enumerate(labels)}
     unknown = [(i, t) for i, t in enumerate(targets) if not isinstance(t, str) or t not in index]
     if unknown:
-        raise ValueError(f"row {unknown[0][0]}: target {unknown[0][1]!r} is not one of the labels {labels} (targets are label strings)")
+        raise ValueError(f"row {unknown[0][0]}: target {unknown[0][1]!r} is not one of the labels {labels} "
+                         f"(targets are label strings)")
     indices = np.array([index[t] for t in targets], dtype=np.int64)
     missing = [label for i, label in enumerate(labels) if not np.any(indices == i)]
     if len(labels) < 2 or missing:
@@ -303,11 +304,13 @@ def finetune(engine, texts: list[str], targets: Sequence, task: str, *, labels: 
              epochs: int = 3, learning_rate: float = 2e-5, batch_size: int = 16, seed: int = 0,
              validation: tuple[list[str], Sequence] | None = None,
              log: Callable[[str], None] | None = None, head_learning_rate: float | None = None,
-             max_length: int | None = None, device=None) -> TrainedHead:
+             max_length: int | None = None, device=None, embeddings: np.ndarray | None = None,
+             validation_embeddings: np.ndarray | None = None) -> TrainedHead:
     """The encoder of `engine` and a linear head trained together (cross-entropy with balanced class weights,
     or MSE on standardised targets). With `validation`, the epoch with the best validation score is kept.
     max_length truncates training texts further than the engine does (faster on CPU); device defaults to
-    the engine's."""
+    the engine's; embeddings / validation_embeddings are engine.encode() vectors of the texts when the caller
+    has them already (the linear probe that starts the head needs them)."""
     log = log or (lambda message: None)
     start = time.monotonic()
     device = torch.device(device) if device is not None else engine.device
@@ -325,9 +328,11 @@ def finetune(engine, texts: list[str], targets: Sequence, task: str, *, labels: 
         val_y = _validation_targets(task, validation[1], labels)
 
     # linear probe first: the head starts where logistic regression / ridge on the frozen vectors ends
-    frozen = engine.encode(texts).vectors
+    frozen = embeddings if embeddings is not None else engine.encode(texts).vectors
+    if validation is not None and validation_embeddings is None:
+        validation_embeddings = engine.encode(validation[0]).vectors
     probe = fit_linear(frozen, targets, task, labels=labels, seed=seed,
-                       validation=(engine.encode(validation[0]).vectors, validation[1]) if validation else None)
+                       validation=(validation_embeddings, validation[1]) if validation else None)
     mean, scale = _target_scaling(y) if task == REGRESSION else (None, None)
 
     with _forked_rng(device):
@@ -354,10 +359,8 @@ def finetune(engine, texts: list[str], targets: Sequence, task: str, *, labels: 
         step, last_log = 0, time.monotonic()
         for epoch in range(1, epochs + 1):
             model.train()
-            order = shuffler.permutation(len(ids))
             losses = []
-            for first in range(0, len(order), batch_size):
-                rows = order[first:first + batch_size]
+            for rows in _length_bucketed_batches(ids, batch_size, shuffler):
                 with _autocast(device):
                     vectors = model.sentence_embedding(*_padded([ids[i] for i in rows], device))
                     outputs = head(vectors.float())
@@ -400,6 +403,18 @@ def finetune(engine, texts: list[str], targets: Sequence, task: str, *, labels: 
             "base_model_key": engine.model_key}
     log(f"finetune: kept epoch {best_epoch} of {epochs}; {len(ids)} rows in {info['train_seconds']:.0f} s")
     return TrainedHead(task, "finetune", labels, tensors, encoder_state, info)
+
+
+def _length_bucketed_batches(ids, batch_size, shuffler, bucket_batches=8):
+    """Shuffled batches of rows of similar length: rows are shuffled, cut into buckets of bucket_batches
+    batches, sorted by length inside each bucket, cut into batches, and the batches shuffled. Padding (wasted
+    compute on CPU) drops several-fold against plain shuffled batches; the order depends only on the seed."""
+    order = shuffler.permutation(len(ids))
+    batches = []
+    for first in range(0, len(order), batch_size * bucket_batches):
+        bucket = sorted(order[first:first + batch_size * bucket_batches], key=lambda i: len(ids[i]))
+        batches.extend(bucket[b:b + batch_size] for b in range(0, len(bucket), batch_size))
+    return [np.array(batches[i]) for i in shuffler.permutation(len(batches))]
 
 
 def _eta(start, step, total_steps):
