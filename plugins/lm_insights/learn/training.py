@@ -234,7 +234,8 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
     else:
         trained = train.finetune(engine, fit_rows.texts, fit_rows.targets, head.task, labels=labels,
                                  epochs=epochs, learning_rate=head.learning_rate, seed=SEED,
-                                 validation=(validation_rows.texts, validation_rows.targets), log=say)
+                                 validation=(validation_rows.texts, validation_rows.targets), log=say,
+                                 embeddings=train_base[:n_fit], validation_embeddings=train_base[n_fit:])
     head_engine = train.head_engine(engine, trained)
     eval_vectors = eval_base if method == "linear" else np.asarray(head_engine.encode(eval_rows.texts).vectors)
     predicted = train.predict_from_embeddings(trained, eval_vectors)
