@@ -67,9 +67,7 @@ def demo(days: int) -> None:
 
 def demo_heads(conninfo: str, next_day: dt.date) -> None:
     """Train each pipeline's heads on the days run so far (a real run of <pipeline>__train), run the next day with
-    the promoted head, and print its measured accuracy next to zero-shot and the majority class."""
-    from lm_insights.learn.quality import quality_rows
-    from lm_insights.explain.report import table
+    the promoted head: the report then shows its measured accuracy next to zero-shot and the majority class."""
     from lm_insights.runtime import db
     from lm_insights.spec import load_specs
 
@@ -91,11 +89,8 @@ def demo_heads(conninfo: str, next_day: dt.date) -> None:
         run = run_dag(spec.name, next_day)
         if run.state != "success":
             raise SystemExit(f"{spec.name} {next_day}: DAG run ended {run.state}")
-        with db.connect(conninfo) as conn:
-            rows = quality_rows(conn, spec, dt.datetime.combine(next_day, dt.time(0), dt.timezone.utc))
-        say(f"measured on {next_day}'s rows that carry the target ({spec.sink.schema_}.{spec.name}_quality):")
-        print(table(["head", "version", "model", "rows", "answered", "coverage", "accuracy", "macro_f1", "mae", "r2"],
-                    rows))
+        say(f"  {run_counts(conninfo, run.run_id)}; the report below measures the head on {next_day}'s rows "
+            f"next to zero-shot ({spec.sink.schema_}.{spec.name}_quality)")
 
 
 def train(name: str, only: list[str] | None, method: str | None, window_days: int | None, epochs: int | None,

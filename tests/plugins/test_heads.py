@@ -290,6 +290,11 @@ def test_a_run_with_the_promoted_head_labels_rows_and_measures_itself(warehouse,
     drivers = query(warehouse, "select field from insights.customer_reviews_drivers where partition_start = %s",
                     (start,))
     assert (f"{HEAD}_label",) not in drivers  # trained on the rating, it would "drive" the rating by construction
+    from lm_insights.explain import report
+
+    with psycopg.connect(warehouse) as conn:
+        text = report.render_text(conn)
+    assert f"{HEAD}  1        head" in text and f"{HEAD}  1        zero_shot" in text
     (runs_quality,), = query(warehouse, "select quality from insights.runs where run_id = %s", (record.run_id,))
     assert runs_quality[HEAD]["models"]["head"]["answered"] == n_answered
 

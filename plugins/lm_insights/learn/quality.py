@@ -129,11 +129,3 @@ def run_figures(measured: dict[str, dict]) -> dict[str, Any]:
                               for model, m in found["models"].items()}}
             for name, found in measured.items()}
 
-
-def quality_rows(conn, spec: PipelineSpec, partition_start) -> list[tuple]:
-    """One partition's ``<pipeline>_quality`` rows (head, version, model, rows, answered, coverage, accuracy,
-    macro-F1, MAE, R²), the head first, then its references."""
-    return conn.execute(sql.SQL(
-        "select head, head_version, model, rows, answered, coverage, accuracy, macro_f1, mae, r2 from {} "
-        "where partition_start = %s order by head, model <> 'head', model").format(
-        db.qualified(spec.sink.schema_, f"{spec.name}_quality")), (partition_start,)).fetchall()
