@@ -11,9 +11,11 @@ error naming the file and the field.
 
 from pathlib import Path
 
-from lm_insights.airflow_dag import build_dag
+from lm_insights.airflow_dag import build_dag, build_train_dag
 from lm_insights.spec import load_specs_isolated
 
 _specs, _ = load_specs_isolated(Path(__file__).parent / "pipelines")
 for _spec in _specs:
     globals()[_spec.name] = build_dag(_spec)
+    if _spec.lm.heads:  # <pipeline>__train: trains the heads the spec declares
+        globals()[f"{_spec.name}__train"] = build_train_dag(_spec)

@@ -81,8 +81,9 @@ def read_config(model_dir):
     missing = [f for f in fields if f not in hf]
     if missing:
         raise CheckpointError(f"{path}: missing fields {missing}")
+    dropout = {f: hf[f] for f in ("hidden_dropout_prob", "attention_probs_dropout_prob") if f in hf}
     try:
-        return BertConfig(**{f: hf[f] for f in fields}, pooling=read_pooling(model_dir),
+        return BertConfig(**{f: hf[f] for f in fields}, **dropout, pooling=read_pooling(model_dir),
                           normalize=read_normalize(model_dir))
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None

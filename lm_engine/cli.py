@@ -4,6 +4,7 @@ Command line:
     python -m lm_engine encode   --model all-MiniLM-L6-v2 --input texts.jsonl --output vectors.npy
     python -m lm_engine classify --labels labels.json --input texts.jsonl --output labels.jsonl
     python -m lm_engine bench    [--n 2000] [--json out.json] [--device cpu]
+    python -m lm_engine quality  [--json artifacts/quality.json] [--min-precision 0.9] [--skip-setfit]
 
 texts.jsonl holds one JSON object with a string "text" field per line; outputs are in input order.
 labels.json is {label: description}.
@@ -16,7 +17,7 @@ import sys
 
 import numpy as np
 
-from lm_engine import bench
+from lm_engine import bench, quality
 from lm_engine.engine import load_engine
 from lm_engine.registry import DEFAULT_MODEL
 
@@ -67,6 +68,9 @@ def main(argv=None):
     sub = commands.add_parser("bench", help="lm_engine vs sentence-transformers on a synthetic corpus")
     sub.set_defaults(run=bench.run)
     bench.add_arguments(sub)
+    sub = commands.add_parser("quality", help="accuracy of zero-shot, linear, finetune and SetFit on real reviews")
+    sub.set_defaults(run=quality.run)
+    quality.add_arguments(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -98,16 +98,27 @@ class Engine:
     """A loaded model with its tokenizer on one device. Build it with load_engine()."""
 
     def __init__(self, name, model_dir, device, precision=None):
-        model = checkpoint.load_model(model_dir)
-        self.name, self.model_dir, self.device = name, model_dir, device
-        self.precision = precision or default_precision(device)
+        precision = precision or default_precision(device)
         # the precision changes the vectors, so it is part of the key that result caches use
-        self.model_key = registry.model_key(name, model_dir, self.precision)
+        self._setup(name, model_dir, device, checkpoint.load_model(model_dir),
+                    registry.model_key(name, model_dir, precision), precision)
+
+    @classmethod
+    def from_model(cls, name, model_dir, device, model, model_key, precision=None):
+        """An Engine around a BertModel already built (e.g. fine-tuned weights), with model_dir's tokenizer;
+        model_key must identify those weights and the precision (the cache key of everything encoded with them)."""
+        engine = cls.__new__(cls)
+        engine._setup(name, model_dir, device, model, model_key, precision or default_precision(device))
+        return engine
+
+    def _setup(self, name, model_dir, device, model, model_key, precision):
+        self.name, self.model_dir, self.device, self.model_key = name, model_dir, device, model_key
+        self.precision = precision
         self.dim = model.config.hidden_size
         self.max_seq_length = checkpoint.read_max_seq_length(model_dir, model.config)
         self.tokenizer = checkpoint.load_tokenizer(model_dir, self.max_seq_length)
         # bf16 halves memory traffic on GPU; pooling and normalisation still run in fp32 (sentence_embedding)
-        self.model = model.to(device=device, dtype=DTYPES[self.precision])
+        self.model = model.to(device=device, dtype=DTYPES[self.precision]).eval()
 
     def tokenize(self, texts):
         """Token id lists (truncated to max_seq_length) and a truncated flag per text."""

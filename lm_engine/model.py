@@ -8,7 +8,8 @@ A BERT-family encoder written from the equations, for sentence embeddings.
 
 Submodule names equal the checkpoint's tensor names (embeddings.word_embeddings,
 encoder.layer.{i}.attention.self.query, ...) so loading is a checked one-to-one copy (see checkpoint.py).
-Inference only: there is no dropout.
+Dropout (BERT's places: embeddings, attention probabilities, both residual branches) acts only in train() mode,
+which fine-tuning (train.py) uses; in eval() mode, as loaded, it is the identity.
 """
 
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ class BertConfig:
     position_encoding: str = "learned"  # "learned" table from the checkpoint, or fixed "sinusoidal" for new models
     pooling: str = "mean"  # one of POOLING_MODES, from the checkpoint's 1_Pooling/config.json
     normalize: bool = True  # L2-normalise sentence vectors, when modules.json lists a Normalize module
+    hidden_dropout_prob: float = 0.1  # dropout on embeddings and residual branches while fine-tuning (BERT's 0.1)
+    attention_probs_dropout_prob: float = 0.1  # dropout on attention probabilities while fine-tuning
 
     def __post_init__(self):
         if self.pooling not in POOLING_MODES:
@@ -79,6 +82,7 @@ class Embeddings(nn.Module):
             self.register_buffer("position_table", table, persistent=False)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids):
         T = input_ids.size(1)
@@ -89,7 +93,7 @@ class Embeddings(nn.Module):
             pos = self.position_table[:T].to(self.word_embeddings.weight.dtype)  # (T, C)
         token_type = self.token_type_embeddings.weight[0]  # (C,) single sentences are all segment A
         x = self.word_embeddings(input_ids) + pos + token_type  # (B, T, C)
-        return self.LayerNorm(x)
+        return self.dropout(self.LayerNorm(x))
 
 
 class SelfAttention(nn.Module):
@@ -97,6 +101,7 @@ class SelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.n_head = config.num_attention_heads
+        self.dropout_p = config.attention_probs_dropout_prob
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
@@ -108,7 +113,8 @@ class SelfAttention(nn.Module):
         k = self.key(x).view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = self.value(x).view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         # softmax(q k^T / sqrt(hs)) v, with padded keys masked out; attn_mask is (B, 1, 1, T), True = attend
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nh, T, hs)
+        dropout_p = self.dropout_p if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)  # (B, nh, T, hs)
         return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C) heads side by side again
 
 
@@ -119,9 +125,10 @@ class Output(nn.Module):
         super().__init__()
         self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, h, residual):
-        return self.LayerNorm(self.dense(h) + residual)
+        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
 
 
 class Attention(nn.Module):

@@ -168,7 +168,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 check_source(spec, conninfo_for(source))  # column types: before any row or model is touched
             return {"start": partition.start.isoformat(), "end": partition.end.isoformat(),
                     "run_id": context["run_id"], "model": params["model"], "shards": params["shards"],
-                    "force_recompute": params["force_recompute"], "dry_run": params["dry_run"]}
+                    "force_recompute": params["force_recompute"], "dry_run": params["dry_run"],
+                    "heads": _promoted_heads(spec, sink)}
 
         @task
         def extract(plan: dict) -> dict:
@@ -216,7 +217,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             started = time.monotonic()
             with failing_fast(spec):
                 summary = infer_shard(spec, conninfo_for(sink), _partition(plan), shard["shard"], shard["shards"],
-                                      plan["model"], plan["force_recompute"])
+                                      plan["model"], plan["force_recompute"], heads=plan["heads"])
             return summary.as_dict() | {"seconds": time.monotonic() - started}
 
         @task
@@ -226,9 +227,10 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
             started = time.monotonic()
             with failing_fast(spec):
-                result = build_insights(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]),
-                                        validated["rejected"])
-            return {"rows": result["rows"], "seconds": time.monotonic() - started}
+                result = build_insights(spec, conninfo_for(sink), _partition(plan),
+                                        cache_key(spec, plan["model"], plan["heads"]), validated["rejected"],
+                                        plan["heads"])
+            return {"rows": result["rows"], "quality": result["quality"], "seconds": time.monotonic() - started}
 
         @task
         def load(plan: dict) -> dict:
@@ -253,7 +255,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             inferred = [inferred] if isinstance(inferred, dict) else inferred
             if plan is None:
                 raise AirflowFailException(f"{spec.name}: the partition could not be planned; nothing was run")
-            key = cache_key(spec, plan["model"])
+            key = cache_key(spec, plan["model"], plan["heads"])
             inferred = [s for s in (inferred or []) if s]
             timings = {name: round(step["seconds"], 3) for name, step in (
                 ("extract", extracted), ("validate", validated), ("textualize", texts), ("insights", built),
@@ -268,6 +270,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 computed=sum(s["computed"] for s in inferred) if inferred else None,
                 loaded=(loaded or {}).get("loaded"), model_key=key.model_key,
                 template_version=key.template_version, head_version=key.head_version, timings=timings,
+                quality=(built or {}).get("quality"),
                 message=None if status != "failed" else "a task failed: see the task logs of this run",
             )
             try:
@@ -292,6 +295,69 @@ def build_dag(spec: PipelineSpec) -> DAG:
         loaded = load(plan)
         extracted >> validated >> texts >> shards
         inferred >> built >> loaded >> record_run()
+    return dag
+
+
+def _promoted_heads(spec: PipelineSpec, conn_id: str) -> dict[str, int]:
+    """The trained-head versions a pipeline run uses from its start to its end (``{}`` without heads)."""
+    from lm_insights.learn.models import promoted_versions
+
+    return promoted_versions(conninfo_for(conn_id), spec) if spec.lm.heads else {}
+
+
+def train_params(spec: PipelineSpec) -> dict[str, Param]:
+    """Params of a training run's trigger form; empty values keep each head's spec settings."""
+    return {
+        "heads": Param(None, type=["null", "array"], items={"type": "string", "enum": sorted(spec.lm.heads)},
+                       title="Heads", description="Train (or roll back) only these heads; empty = all."),
+        "window": Param(None, type=["null", "integer"], minimum=1, title="Training window (days)",
+                        description="Labelled rows of the last N days; empty = train_window_days of the spec."),
+        "method": Param(None, type=["null", "string"], enum=[None, "linear", "finetune"], title="Method",
+                        description="linear: on cached embeddings; finetune: encoder and head; empty = the spec's."),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=100, title="Epochs (finetune)"),
+        "force": Param(False, type="boolean", title="Force",
+                       description="Train even when the rows and settings are those of the promoted version."),
+        "rollback": Param(False, type="boolean", title="Roll back",
+                          description="Train nothing: demote the promoted version, promote the one before it."),
+    }
+
+
+def build_train_dag(spec: PipelineSpec) -> DAG:
+    """``<pipeline>__train``: weekly, one task per head; promotes a new version only when it beats the others."""
+    with DAG(
+        dag_id=f"{spec.name}__train",
+        description=f"Train the heads of {spec.name} ({', '.join(spec.lm.heads)}) from the loaded insight rows",
+        doc_md=(f"# {spec.name}__train\n\nTrains each head of `{spec.name}` on the labelled rows of "
+                f"`{spec.sink.schema_}.{spec.name}_rows` (embeddings from the result cache), evaluates it on the "
+                "latest rows against the promoted version, the majority / mean baseline and zero-shot, and stores it "
+                f"in `{spec.sink.schema_}.models`, promoted only when it beats all of them. Trigger with Params to "
+                "change the window, method or epochs, force a retrain, or roll back."),
+        schedule="@weekly",
+        start_date=dt.datetime.combine(spec.start_date, dt.time(0), dt.timezone.utc),
+        catchup=False,
+        tags=["lm-insights", "training", *spec.tags],
+        params=train_params(spec),
+        max_active_runs=1,
+        default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": dt.timedelta(seconds=30)},
+    ) as dag:
+        for name in spec.lm.heads:
+            @task(task_id=f"train_{name}", queue=spec.lm.queue, pool=spec.lm.pool)
+            def train_head(head: str = name) -> dict:
+                from lm_insights.learn import models, training
+
+                params = get_current_context()["params"]
+                if params["heads"] and head not in params["heads"]:
+                    raise AirflowSkipException(f"{head} is not in the Param heads {params['heads']}")
+                conninfo = conninfo_for(spec.sink.conn_id)
+                if params["rollback"]:
+                    before, after = models.rollback(conninfo, spec, head)
+                    return {"head": head, "decision": "rolled_back", "from_version": before, "to_version": after}
+                options = training.TrainOptions(window_days=params["window"], method=params["method"],
+                                                epochs=params["epochs"], force=params["force"])
+                with failing_fast(spec):  # TrainingError (too few rows, one class) is a ValueError: no retry
+                    return training.train_head(spec, conninfo, head, options).as_dict()
+
+            train_head()
     return dag
 
 

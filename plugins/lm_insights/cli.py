@@ -5,6 +5,7 @@
     lm-insights run NAME --date D   one partition of one pipeline without a scheduler
     lm-insights run NAME --start D --end D   the days D..D (inclusive) as one partition
     lm-insights clean-staging [--older-than 1d]   drop staging tables that runs left behind
+    lm-insights train NAME          train the pipeline's heads from its loaded rows (--rollback: previous version)
     lm-insights env                 shell exports for the airflow CLI against the embedded database
     lm-insights stop                stop the embedded PostgreSQL
 """
@@ -57,12 +58,77 @@ def demo(days: int) -> None:
                 raise SystemExit(f"{spec.name} {day}: DAG run ended {run.state}; rerun with "
                                  "AIRFLOW__LOGGING__LOGGING_LEVEL=INFO to see the task logs")
             say(f"  {run_counts(conninfo, run.run_id)} in {time.monotonic() - started:.0f}s")
+    demo_heads(conninfo, DEMO_START + dt.timedelta(days=days))
     print_highlights(conninfo)
     info = server.get_postmaster_info()
     say("query the insight tables with:")
     print(f"  psql \"host={info.socket_dir} port={info.port} user=postgres dbname={local_env.WAREHOUSE_DB}\"")
     print("  tables: insights.<pipeline>_rows, _segments, _drivers, _summaries, _rejects; insights.runs")
     print("  Airflow UI: make up (http://localhost:8080)")
+
+
+def demo_heads(conninfo: str, next_day: dt.date) -> None:
+    """Train each pipeline's heads on the days run so far (a real run of <pipeline>__train), run the next day with
+    the promoted head: the report then shows its measured accuracy next to zero-shot and the majority class."""
+    from lm_insights.runtime import db
+    from lm_insights.spec import load_specs
+
+    for spec in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines"):
+        if not spec.lm.heads:
+            continue
+        say(f"DAG run {spec.name}__train: heads {', '.join(spec.lm.heads)} from the rows loaded so far")
+        run = run_dag(f"{spec.name}__train", next_day - dt.timedelta(days=1))
+        if run.state != "success":
+            raise SystemExit(f"{spec.name}__train: DAG run ended {run.state}; rerun with "
+                             "AIRFLOW__LOGGING__LOGGING_LEVEL=INFO to see the task logs")
+        with db.connect(conninfo) as conn:
+            for name in spec.lm.heads:
+                version, decision, reason = conn.execute(
+                    "select version, decision, reason from insights.models where pipeline = %s and head = %s "
+                    "order by version desc limit 1", (spec.name, name)).fetchone()
+                say(f"  {name} v{version}: {decision} ({reason})")
+        say(f"DAG run {spec.name} for {next_day} with the promoted head")
+        run = run_dag(spec.name, next_day)
+        if run.state != "success":
+            raise SystemExit(f"{spec.name} {next_day}: DAG run ended {run.state}")
+        say(f"  {run_counts(conninfo, run.run_id)}; the report below measures the head on {next_day}'s rows "
+            f"next to zero-shot ({spec.sink.schema_}.{spec.name}_quality)")
+
+
+def train(name: str, only: list[str] | None, method: str | None, window_days: int | None, epochs: int | None,
+          force: bool, rollback: bool) -> None:
+    """Train (or roll back) the heads of one pipeline on the embedded default, without a scheduler."""
+    import logging
+
+    from lm_insights.learn import models, training
+    from lm_insights.spec import load_specs
+
+    specs = {s.name: s for s in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")}
+    if name not in specs:
+        raise SystemExit(f"unknown pipeline {name!r}; known: {sorted(specs)}")
+    spec = specs[name]
+    unknown = sorted(set(only or []) - set(spec.lm.heads))
+    if not spec.lm.heads:
+        raise SystemExit(f"{name} declares no heads: add one under lm.heads in {spec.origin}")
+    if unknown:
+        raise SystemExit(f"{name} has no head {', '.join(unknown)}; its heads: {sorted(spec.lm.heads)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    server, _ = local_env.prepare()
+    conninfo = local_env.warehouse_conninfo(server)
+    for head in only or list(spec.lm.heads):
+        if rollback:
+            before, after = models.rollback(conninfo, spec, head)
+            say(f"{name}.{head}: " + ("no promoted version to roll back" if before is None else
+                                      f"v{before} demoted; " + (f"v{after} promoted" if after else
+                                                                "no earlier version left: the head is off")))
+            continue
+        options = training.TrainOptions(window_days=window_days, method=method, epochs=epochs, force=force)
+        try:
+            result = training.train_head(spec, conninfo, head, options)
+        except training.TrainingError as exc:
+            raise SystemExit(str(exc)) from None
+        say(f"{name}.{head}: {result.decision}" + (f" as v{result.version}" if result.version else "")
+            + f" ({result.reason})")
 
 
 def run_counts(conninfo: str, run_id: str) -> str:
@@ -145,6 +211,15 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument("--force-recompute", action="store_true")
     clean_parser = commands.add_parser("clean-staging", help="drop staging tables that runs left behind")
     clean_parser.add_argument("--older-than", default="1d", help="age of the tables to drop: 30m, 12h, 1d (default)")
+    train_parser = commands.add_parser("train", help="train a pipeline's heads from its loaded rows")
+    train_parser.add_argument("pipeline")
+    train_parser.add_argument("--head", action="append", help="only this head (repeat for more)")
+    train_parser.add_argument("--method", choices=["linear", "finetune"], help="instead of the spec's")
+    train_parser.add_argument("--window-days", type=int, help="instead of train_window_days")
+    train_parser.add_argument("--epochs", type=int, help="finetune epochs instead of the spec's")
+    train_parser.add_argument("--force", action="store_true", help="train even if nothing changed")
+    train_parser.add_argument("--rollback", action="store_true",
+                              help="train nothing: demote the promoted version, promote the one before")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -155,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         run_one(args.pipeline, args.date or args.start, args.date or args.end or args.start, args.force_recompute)
     elif args.command == "clean-staging":
         clean_staging(args.older_than)
+    elif args.command == "train":
+        train(args.pipeline, args.head, args.method, args.window_days, args.epochs, args.force, args.rollback)
     elif args.command == "up":
         local_env.prepare()
         host = local_env.ui_host()

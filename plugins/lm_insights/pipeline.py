@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+from lm_insights.learn.models import promoted_versions
 from lm_insights.steps.extract import extract_partition
 from lm_insights.steps.infer import CacheKey, cache_key, count_distinct_texts, head_version, infer_shard, plan_shards
 from lm_insights.steps.insights import build_insights
@@ -32,8 +33,9 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
 
     ``engine`` replaces the lm_engine model (benchmarks pass a stub); its ``model_key`` then keys the cache.
     """
-    key = cache_key(spec, model) if engine is None else CacheKey(engine.model_key, head_version(spec),
-                                                                 template_version(spec))
+    heads = promoted_versions(sink_conninfo, spec)  # fixed for the whole run, even if a training promotes now
+    key = cache_key(spec, model, heads) if engine is None else CacheKey(engine.model_key, head_version(spec, heads),
+                                                                        template_version(spec))
     run_id = run_id or f"script__{uuid.uuid4().hex[:12]}"
     partition = dataclasses.replace(partition, run_id=run_id)
     record = RunRecord(run_id=run_id, pipeline=spec.name,
@@ -53,11 +55,12 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         timed("textualize", lambda: textualize_partition(spec, sink_conninfo, partition))
         n_shards = plan_shards(spec, count_distinct_texts(spec, sink_conninfo, partition), shards)
         summaries = timed("infer", lambda: [
-            infer_shard(spec, sink_conninfo, partition, shard, n_shards, model, force_recompute, engine)
+            infer_shard(spec, sink_conninfo, partition, shard, n_shards, model, force_recompute, engine, heads)
             for shard in range(n_shards)])
         record.cached = sum(s.cached for s in summaries)
         record.computed = sum(s.computed for s in summaries)
-        timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected))
+        built = timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected, heads))
+        record.quality = built["quality"]
         record.loaded = timed("load", lambda: load_partition(spec, sink_conninfo, partition))["rows"]
         record.status = "success"
     except Exception as exc:

@@ -107,6 +107,52 @@ class LabelSet(_Strict):
         return value
 
 
+class Head(_Strict):
+    """A model trained on the warehouse's own outcomes (``lm.heads``): see README "Learn from the warehouse"."""
+
+    task: Literal["classification", "regression"]
+    target: str  # source column holding the known outcome of past rows; never part of the text (leakage)
+    # classification: class -> the target values it covers, e.g. {negative: [1, 2], neutral: [3], positive: [4, 5]};
+    # without it every distinct target value is its own class.
+    classes: dict[str, list[str | int | float | bool]] | None = None
+    zero_shot: str | None = None  # a label set with the same labels: the zero-shot reference to beat
+    method: Literal["linear", "finetune"] = "linear"  # linear: on cached embeddings; finetune: encoder + head
+    train_window_days: int = Field(default=365, ge=1)  # labelled rows of the last N days train and evaluate
+    evaluation_share: float = Field(default=0.2, gt=0, lt=1)  # the latest share of the window: evaluation only
+    min_precision: float | None = Field(default=None, gt=0, le=1)  # classification: abstain below (default 0.8)
+    interval: float = Field(default=0.9, gt=0, lt=1)  # regression: coverage of the prediction interval
+    epochs: int = Field(default=3, ge=1, le=100)  # finetune
+    learning_rate: float = Field(default=2e-5, gt=0, le=1)  # finetune
+    min_rows: int = Field(default=50, ge=10)  # fewer labelled rows in the window: training refuses
+
+    @model_validator(mode="after")
+    def _fields_fit_the_task(self) -> Head:
+        if self.task == "regression":
+            for name in ("classes", "zero_shot", "min_precision"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is for classification heads; this head's task is regression")
+        if self.classes is not None:
+            if len(self.classes) < 2:
+                raise ValueError(f"classes: give at least two classes, got {list(self.classes)}")
+            seen: dict[str, str] = {}
+            for label, values in self.classes.items():
+                if not values:
+                    raise ValueError(f"classes.{label}: list the target values of this class")
+                for value in values:
+                    if str(value) in seen:
+                        raise ValueError(f"classes: target value {value!r} is in both {seen[str(value)]!r} and "
+                                         f"{label!r}")
+                    seen[str(value)] = label
+        return self
+
+    @property
+    def precision_target(self) -> float | None:
+        """The precision a published label must reach on the evaluation set (classification)."""
+        if self.task != "classification":
+            return None
+        return self.min_precision if self.min_precision is not None else 0.8
+
+
 class LM(_Strict):
     model: str = "all-MiniLM-L6-v2"  # a name in the lm_engine registry
     # Numeric precision of the encoder, part of the result-cache key (the vectors differ): fp32 gives the same
@@ -114,6 +160,7 @@ class LM(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"
     embeddings: bool = True  # keep each row's embedding (pgvector) in the result cache
     label_sets: dict[str, LabelSet] = {}  # zero-shot classifications to run on every row
+    heads: dict[str, Head] = {}  # models trained on the warehouse's outcomes (lm-insights train / <name>__train)
     # Per row, the text column whose removal ("unknown" in its place) lowers the row's label score most:
     # one extra text per text column to encode (the cache shares repeats), so it is opt-in.
     attributions: bool = False
@@ -123,12 +170,12 @@ class LM(_Strict):
     rows_per_shard: int = Field(default=5000, ge=1)  # used to size shards when `shards` is None
     chunk_size: int = Field(default=1000, ge=1)  # rows per streamed chunk in every step
 
-    @field_validator("label_sets")
+    @field_validator("label_sets", "heads")
     @classmethod
-    def _label_set_names_are_identifiers(cls, value: dict[str, LabelSet]) -> dict[str, LabelSet]:
+    def _label_set_names_are_identifiers(cls, value: dict) -> dict:
         for name in value:
             if not IDENTIFIER.match(name):
-                raise ValueError(f"label set name {name!r} is not a lowercase identifier (it names columns)")
+                raise ValueError(f"name {name!r} is not a lowercase identifier (it names columns)")
         return value
 
 
@@ -145,7 +192,7 @@ class Tiers(_Strict):
 
 
 class Segment(_Strict):
-    by_label: str | None = None  # a label set name from lm.label_sets
+    by_label: str | None = None  # a label set name from lm.label_sets, or a classification head from lm.heads
     by_tiers: Tiers | None = None  # numeric tiers of a column
 
     @model_validator(mode="after")
@@ -236,11 +283,31 @@ class PipelineSpec(_Strict):
         for i, segment in enumerate(self.insights.segments):
             if segment.by_tiers:
                 check(f"insights.segments[{i}].by_tiers.column", segment.by_tiers.column)
-            if segment.by_label and segment.by_label not in self.lm.label_sets:
+            labelled = [*self.lm.label_sets, *(n for n, h in self.lm.heads.items() if h.task == "classification")]
+            if segment.by_label and segment.by_label not in labelled:
                 raise ValueError(
-                    f"insights.segments[{i}].by_label: {segment.by_label!r} is not in lm.label_sets "
-                    f"{sorted(self.lm.label_sets)}"
+                    f"insights.segments[{i}].by_label: {segment.by_label!r} is not in lm.label_sets or a "
+                    f"classification head of lm.heads {sorted(labelled)}"
                 )
+        text_columns = {*self.text.columns, *(_template_fields(self.text.template) if self.text.template else [])}
+        label_sets = self.lm.label_sets
+        for name, head in self.lm.heads.items():
+            if name in label_sets:
+                raise ValueError(f"lm.heads.{name}: a label set has this name too and both would write "
+                                 f"{name}_label; rename the head and point it at the label set with zero_shot: {name}")
+            if head.zero_shot is not None and head.zero_shot not in label_sets:
+                raise ValueError(f"lm.heads.{name}.zero_shot: {head.zero_shot!r} is not in lm.label_sets "
+                                 f"{sorted(label_sets)}")
+            if head.zero_shot is not None and set(head.classes or {}) != set(label_sets[head.zero_shot].labels):
+                raise ValueError(f"lm.heads.{name}.zero_shot: label set {head.zero_shot!r} has the labels "
+                                 f"{sorted(label_sets[head.zero_shot].labels)}; the head's classes must be the "
+                                 "same to compare them")
+            check(f"lm.heads.{name}.target", head.target)
+            if head.target in text_columns:
+                raise ValueError(
+                    f"lm.heads.{name}.target: column {head.target!r} is part of the text the model reads "
+                    "(text.columns / text.template), so the head would read the answer it is meant to predict; "
+                    f"remove {head.target!r} from the text or predict another column")
         for kind in ("rows", "table"):
             for i, entry in enumerate(getattr(self.expectations, kind)):
                 kwargs = next(iter(entry.values()))
@@ -286,7 +353,8 @@ class PipelineSpec(_Strict):
     def row_columns(self) -> list[str]:
         """Source columns copied into ``<pipeline>_rows``, in a stable order without repeats."""
         wanted = [*self.source.key, self.source.partition_column, *self.insights.keep_columns,
-                  *self.text.columns, *self.insights.number_columns]  # segments read the tier columns there
+                  *self.text.columns, *self.insights.number_columns,  # segments read the tier columns there
+                  *(h.target for h in self.lm.heads.values())]
         return list(dict.fromkeys(wanted))
 
 

@@ -33,11 +33,12 @@ def test_shipped_specs_load():
     assert len(sales.expectations.rows) == 5 and len(sales.expectations.table) == 1
 
     reviews = specs["customer_reviews"]
-    assert reviews.text.template is None and reviews.text.columns == ["product_name", "rating", "review_text"]
+    assert reviews.text.template is None and reviews.text.columns == ["product_name", "review_text"]
     assert set(reviews.lm.label_sets) == {"sentiment", "topic"}
     assert set(reviews.lm.label_sets["sentiment"].labels) == {"positive", "negative", "neutral"}
     assert set(reviews.lm.label_sets["topic"].labels) == {"quality", "delivery", "price"}
-    assert [s.name for s in reviews.insights.segments] == ["label:sentiment", "label:topic"]
+    assert [s.name for s in reviews.insights.segments] == ["label:sentiment", "label:learned_sentiment", "label:topic"]
+    assert reviews.lm.heads["learned_sentiment"].target == "rating"
     assert reviews.target == "rating" and reviews.lm.shards is None and reviews.lm.chunk_size == 500
 
 

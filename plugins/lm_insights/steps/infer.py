@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from psycopg import sql
 
+from lm_insights.learn.heads import predict_rows
+from lm_insights.learn.models import load_heads
 from lm_insights.runtime import db
 from lm_insights.steps.partition import Partition
 from lm_insights.spec import PipelineSpec
@@ -48,22 +50,27 @@ class InferSummary:
         return asdict(self)
 
 
-def head_version(spec: PipelineSpec) -> str:
-    """Short hash of what the heads compute: the label sets, their margins and whether embeddings are kept."""
+def head_version(spec: PipelineSpec, heads: dict[str, int] | None = None) -> str:
+    """Short hash of what the heads compute: the label sets, their margins, whether embeddings are kept and
+    the versions of the trained heads (``heads``: the promoted version of each head, see ``learn.models``)."""
     from lm_engine.zero_shot import label_set_version
 
     parts = {name: label_set_version(s.labels, s.min_margin) for name, s in sorted(spec.lm.label_sets.items())}
     # "outputs" versions the shape of the cached JSON: 2 added per-label scores (read by the attributions).
-    recipe = json.dumps({"embeddings": spec.lm.embeddings, "label_sets": parts, "outputs": 2}, sort_keys=True)
+    recipe = {"embeddings": spec.lm.embeddings, "label_sets": parts, "outputs": 2}
+    if spec.lm.heads:
+        recipe["heads"] = {name: (heads or {}).get(name) for name in sorted(spec.lm.heads)}
+    recipe = json.dumps(recipe, sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
-def cache_key(spec: PipelineSpec, model: str | None = None) -> CacheKey:
-    """The result-cache key of this spec with ``model`` (default: the spec's), without loading the weights."""
+def cache_key(spec: PipelineSpec, model: str | None = None, heads: dict[str, int] | None = None) -> CacheKey:
+    """The result-cache key of this spec with ``model`` (default: the spec's) and the trained-head versions
+    ``heads``, without loading the weights."""
     from lm_engine import registry
 
     name = model or spec.lm.model
-    return CacheKey(registry.model_key(name, registry.resolve(name), spec.lm.precision), head_version(spec),
+    return CacheKey(registry.model_key(name, registry.resolve(name), spec.lm.precision), head_version(spec, heads),
                     template_version(spec))
 
 
@@ -115,13 +122,15 @@ def classify_all(spec: PipelineSpec, engine, vectors: np.ndarray, prototypes: di
 
 
 def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: int, shards: int,
-                model: str | None = None, force_recompute: bool = False, engine=None) -> InferSummary:
+                model: str | None = None, force_recompute: bool = False, engine=None,
+                heads: dict[str, int] | None = None) -> InferSummary:
     """Fill the cache for one shard's texts; return how many were cached already and how many were computed.
 
     ``engine`` defaults to ``lm_engine.load_engine(model)``; benchmarks pass a stub to measure the platform alone.
+    ``heads`` are the trained-head versions the run planned with (loaded from ``<schema>.models``).
     """
-    key = cache_key(spec, model) if engine is None else CacheKey(engine.model_key, head_version(spec),
-                                                                 template_version(spec))
+    key = cache_key(spec, model, heads) if engine is None else CacheKey(engine.model_key, head_version(spec, heads),
+                                                                        template_version(spec))
     loaded: dict = {}
 
     def engine_and_prototypes():
@@ -132,7 +141,8 @@ def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: 
             loaded["engine"] = engine or load_engine(model or spec.lm.model, precision=spec.lm.precision)
             loaded["prototypes"] = {name: loaded["engine"].prototypes(s.labels)
                                     for name, s in spec.lm.label_sets.items()}
-        return loaded["engine"], loaded["prototypes"]
+            loaded["heads"] = heads_for(spec, loaded["engine"], load_heads(conninfo, spec, heads or {}))
+        return loaded["engine"], loaded["prototypes"], loaded["heads"]
 
     texts = cached = computed = 0
     with db.connect(conninfo) as read, db.connect(conninfo) as write:
@@ -160,6 +170,17 @@ def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: 
     return InferSummary(shard=shard, texts=texts, cached=cached, computed=computed)
 
 
+def heads_for(spec: PipelineSpec, engine, trained_heads: dict) -> dict:
+    """The trained heads that read this engine's embeddings; one trained on another model is left out (its
+    columns stay empty, and the run's quality shows it abstained)."""
+    usable = {name: h for name, h in trained_heads.items() if h.card.get("base_model_key") == engine.model_key}
+    for name in trained_heads.keys() - usable.keys():
+        log.warning("%s: head %s v%d was trained on %s, not %s; its outputs stay empty in this run", spec.name,
+                    name, trained_heads[name].version, trained_heads[name].card.get("base_model_key"),
+                    engine.model_key)
+    return usable
+
+
 def cached_hashes(conn, spec: PipelineSpec, key: CacheKey, hashes: list[str]) -> set[str]:
     """The hashes of ``hashes`` that the cache already holds for ``key`` (one round trip)."""
     rows = conn.execute(
@@ -171,10 +192,14 @@ def cached_hashes(conn, spec: PipelineSpec, key: CacheKey, hashes: list[str]) ->
 
 
 def write_results(conn, spec: PipelineSpec, key: CacheKey, misses: list[tuple[str, str]], engine,
-                  prototypes: dict, overwrite: bool = False) -> None:
-    """Encode ``misses`` (hash, text) and COPY the outputs into the cache."""
-    encoded = engine.encode([text for _, text in misses])
+                  prototypes: dict, trained_heads: dict | None = None, overwrite: bool = False) -> None:
+    """Encode ``misses`` (hash, text) and COPY the outputs (label sets, trained heads) into the cache."""
+    texts = [text for _, text in misses]
+    encoded = engine.encode(texts)
     labels = classify_all(spec, engine, encoded.vectors, prototypes)
+    for name, loaded in (trained_heads or {}).items():
+        for outputs, head_output in zip(labels, predict_rows(loaded, engine, texts, encoded.vectors)):
+            outputs.setdefault("heads", {})[name] = head_output
     rows = (
         (key.model_key, key.head_version, key.template_version, text_hash,
          vector_literal(vector) if spec.lm.embeddings else None,

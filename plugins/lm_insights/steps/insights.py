@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from lm_insights.learn import quality as head_quality
+from lm_insights.learn.heads import head_columns, output_suffixes
 from lm_insights.runtime import db
 from lm_insights.steps.infer import CacheKey, cache_table
 from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
@@ -70,7 +72,8 @@ def build_rows(spec: PipelineSpec, conn, partition: Partition, key: CacheKey) ->
         )
     selected = [sql.SQL("%(partition_start)s::timestamptz as partition_start"), sql.SQL("e._row_number")]
     selected += [sql.Identifier("e", c) for c in spec.row_columns]
-    selected += [sql.SQL("t.text"), *label_columns(spec), sql.SQL("c.n_tokens"), sql.SQL("c.truncated")]
+    selected += [sql.SQL("t.text"), *label_columns(spec), *head_columns(spec), sql.SQL("c.n_tokens"),
+                 sql.SQL("c.truncated")]
     attributions = []
     if spec.lm.attributions:
         build_attributions(spec, conn, partition, key)
@@ -214,9 +217,12 @@ def measure_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driv
     # Other metrics are outcomes like the target (revenue = price x units), not factors that drive it.
     skip = {*spec.source.key, spec.source.partition_column, *spec.insights.metrics, "_row_number",
             "partition_start", "text", "n_tokens"}
+    # A head trained to predict the target explains it by construction: it is measured in <pipeline>_quality.
+    skip |= {f"{name}_label" for name, head in spec.lm.heads.items() if head.target == spec.target}
     drivers = []
     for field, type_name in types.items():
-        if field in skip or field.endswith(("_score", "_margin", "_top_field", "_top_effect")) or type_name == "boolean":
+        if (field in skip or field.endswith(("_score", "_margin", "_top_field", "_top_effect", *output_suffixes()))
+                or type_name == "boolean"):
             continue
         measure = numeric_driver if is_numeric(type_name) else categorical_driver
         driver = measure(conn, rows, field, spec.target)
@@ -277,17 +283,23 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
 
 
 def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
-                   rejected: int) -> dict[str, object]:
-    """Build staging ``rows``, ``segments``, ``drivers`` and ``summary``; return counts and the summary."""
+                   rejected: int, heads: dict[str, int] | None = None) -> dict[str, object]:
+    """Build staging ``rows``, ``segments``, ``drivers``, ``summary`` (and ``quality`` when the spec has trained
+    heads, ``heads`` being the versions the run used); return counts, the summary and the quality figures."""
+    quality = None
     with db.connect(conninfo) as conn:
         analysed = build_rows(spec, conn, partition, key)
         build_segments(spec, conn, partition)
         drivers = build_drivers(spec, conn, partition)
         summary = summarize(spec, conn, partition, drivers, rejected)
+        if spec.lm.heads:
+            measured = head_quality.build_quality(spec, conn, partition, heads or {})
+            summary = " ".join([summary, *head_quality.sentences(spec, measured)])
+            quality = head_quality.run_figures(measured)
         target = staging_table(spec, partition, "summary")
         conn.execute(sql.SQL("drop table if exists {}").format(target))
         conn.execute(sql.SQL("create table {} (partition_start timestamptz not null, summary text not null)")
                      .format(target))
         conn.execute(sql.SQL("insert into {} values (%s, %s)").format(target), (partition.start, summary))
     log.info("%s", summary)
-    return {"rows": analysed, "drivers": len(drivers), "summary": summary}
+    return {"rows": analysed, "drivers": len(drivers), "summary": summary, "quality": quality}

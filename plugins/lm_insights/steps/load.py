@@ -35,6 +35,11 @@ class IncompatibleColumnType(ValueError):
     """A source column's type changed to one the insight table's column cannot hold (do not retry)."""
 
 
+def insight_tables(spec: PipelineSpec) -> dict[str, str]:
+    """Insight table suffix -> staging step, with ``quality`` for a spec with trained heads."""
+    return INSIGHT_TABLES | ({"quality": "quality"} if spec.lm.heads else {})
+
+
 def insight_table(spec: PipelineSpec, suffix: str) -> sql.Identifier:
     return db.qualified(spec.sink.schema_, f"{spec.name}_{suffix}")
 
@@ -154,7 +159,7 @@ def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> d
         conn.execute("set local time zone 'UTC'")  # a date partition column compares as midnight UTC
         db.lock_ddl(conn)
         stage_rejects(spec, conn, partition)
-        for suffix, step in INSIGHT_TABLES.items():
+        for suffix, step in insight_tables(spec).items():
             table, source = insight_table(spec, suffix), staging_table(spec, partition, step)
             source_name = staging_name(spec, partition, step)
             if not db.table_exists(conn, STAGING_SCHEMA, source_name):
@@ -200,13 +205,15 @@ class RunRecord:
     head_version: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     message: str | None = None
+    quality: dict | None = None  # per trained head: its measured figures on this partition (learn.quality)
 
 
 def record_run(conninfo: str, schema: str, record: RunRecord) -> None:
     """Insert or update the run's row in ``<schema>.runs``."""
     values = {k: v for k, v in vars(record).items() if k != "partition"}
     values |= {"partition_start": record.partition.start, "partition_end": record.partition.end,
-               "timings": json.dumps(record.timings)}
+               "timings": json.dumps(record.timings),
+               "quality": json.dumps(record.quality) if record.quality is not None else None}
     columns = list(values)
     with db.connect(conninfo) as conn:
         db.ensure_insight_schema(conn, schema)

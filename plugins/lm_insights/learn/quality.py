@@ -1,0 +1,131 @@
+"""Per-run quality: where a partition's rows carry a head's target, measure the published head outputs on them.
+
+Next to the head: the majority class (classification) or the training mean (regression) of the promoted version's
+training rows, and the zero-shot label set the head names. The figures go to staging ``quality`` (loaded into
+``<pipeline>_quality`` with the other insight tables), to ``runs.quality`` and to the summary.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from psycopg import sql
+
+from lm_insights.learn import heads, models
+from lm_insights.runtime import db
+from lm_insights.spec import PipelineSpec
+from lm_insights.steps.partition import Partition, staging_table
+
+QUALITY_COLUMNS = ("partition_start", "head", "head_version", "model", "rows", "answered", "coverage", "accuracy",
+                   "macro_f1", "mae", "r2", "confusion")
+
+
+def measure(spec: PipelineSpec, conn, partition: Partition, versions: dict[str, int]) -> dict[str, dict]:
+    """``{head: {"version": v, "target": column, "models": {model: metrics}}}`` for this partition's rows."""
+    cards = models.cards(conn, spec, versions)
+    rows_table = staging_table(spec, partition, "rows")
+    measured = {}
+    for name, head in spec.lm.heads.items():
+        version, card = versions.get(name), cards.get(name)
+        if head.task == "classification":
+            zero_shot = sql.Identifier(f"{head.zero_shot}_label") if head.zero_shot else sql.NULL
+            found = conn.execute(sql.SQL("select {t}, {p}, {z} from {rows} where {t} is not null order by _row_number")
+                                 .format(t=sql.Identifier(head.target), p=sql.Identifier(f"{name}_label"),
+                                         z=zero_shot, rows=rows_table)).fetchall()
+            labelled = [(heads.class_of(head, t), p, z) for t, p, z in found]
+            labelled = [(t, p, z) for t, p, z in labelled if t is not None]
+            true = [t for t, _, _ in labelled]
+            results = {}
+            if card and true:
+                results["head"] = heads.classification_metrics(true, [p or heads.UNCERTAIN for _, p, _ in labelled])
+                results["majority"] = heads.classification_metrics(true, [card["majority_class"]] * len(true))
+            if head.zero_shot and true:
+                results["zero_shot"] = heads.classification_metrics(true, [z or heads.UNCERTAIN
+                                                                           for _, _, z in labelled])
+        else:
+            found = conn.execute(sql.SQL("select {t}, {p} from {rows} where {t} is not null order by _row_number")
+                                 .format(t=sql.Identifier(head.target), p=sql.Identifier(f"{name}_prediction"),
+                                         rows=rows_table)).fetchall()
+            pairs = [(heads.target_of(head, t), p) for t, p in found]
+            pairs = [(t, p) for t, p in pairs if t is not None and p is not None]
+            true = [t for t, _ in pairs]
+            results = {}
+            if card and true:
+                results["head"] = heads.regression_metrics(true, [p for _, p in pairs])
+                results["mean"] = heads.regression_metrics(true, [card["train_mean"]] * len(true))
+        measured[name] = {"version": version if card else None, "target": head.target, "rows": len(true),
+                          "models": results}
+    return measured
+
+
+def build_quality(spec: PipelineSpec, conn, partition: Partition, versions: dict[str, int]) -> dict[str, dict]:
+    """Staging ``quality``: one row per head and model; return what :func:`measure` found."""
+    measured = measure(spec, conn, partition, versions)
+    target = staging_table(spec, partition, "quality")
+    conn.execute(sql.SQL("drop table if exists {}").format(target))
+    conn.execute(sql.SQL(
+        "create table {} (partition_start timestamptz not null, head text not null, head_version integer, "
+        "model text not null, rows bigint not null, answered bigint, coverage double precision, "
+        "accuracy double precision, macro_f1 double precision, mae double precision, r2 double precision, "
+        "confusion jsonb)").format(target))
+    db.copy_rows(conn, target, QUALITY_COLUMNS, (
+        (partition.start, name, found["version"], model, m["rows"], m.get("answered"), m.get("coverage"),
+         m.get("accuracy"), m.get("macro_f1"), m.get("mae"), m.get("r2"),
+         json.dumps(m["confusion"]) if "confusion" in m else None)
+        for name, found in measured.items() for model, m in found["models"].items()))
+    return measured
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def sentences(spec: PipelineSpec, measured: dict[str, dict]) -> list[str]:
+    """One sentence per head for the summary, from the measured figures only."""
+    parts = []
+    for name, found in measured.items():
+        head, results, target = spec.lm.heads[name], found["models"], found["target"]
+        if found["version"] is None:
+            zero_shot = results.get("zero_shot")
+            extra = (f" Zero-shot {head.zero_shot} is {_percent(zero_shot['accuracy'])} right on the "
+                     f"{zero_shot['answered']} of {zero_shot['rows']} rows with a {target} it labelled."
+                     if zero_shot and zero_shot["answered"] else "")
+            parts.append(f"{name}: no trained head yet, so its columns are empty; train one with "
+                         f"`lm-insights train {spec.name}` or the {spec.name}__train DAG.{extra}")
+            continue
+        measured_head = results.get("head")
+        if measured_head is None:
+            parts.append(f"{name} (head v{found['version']}): no rows with a {target} in this partition to "
+                         "measure it on.")
+        elif head.task == "classification":
+            abstained = 1 - measured_head["coverage"]
+            if measured_head["answered"]:
+                sentence = (f"{name} (head v{found['version']}): {_percent(measured_head['accuracy'])} right on "
+                            f"the {measured_head['answered']} of {measured_head['rows']} rows with a {target} it "
+                            f"labelled; {abstained:.0%} abstained")
+            else:
+                sentence = (f"{name} (head v{found['version']}): abstained on all {measured_head['rows']} rows "
+                            f"with a {target}")
+            references = [f"majority class {_percent(results['majority']['accuracy'])}"]
+            if "zero_shot" in results:
+                zero_shot = results["zero_shot"]
+                references.insert(0, f"zero-shot {head.zero_shot} {_percent(zero_shot['accuracy'])} right, "
+                                     f"{1 - zero_shot['coverage']:.0%} abstained")
+            parts.append(f"{sentence} ({'; '.join(references)}).")
+        else:
+            r2 = measured_head["r2"]
+            parts.append(f"{name} (head v{found['version']}): mean absolute error {measured_head['mae']:.2f}"
+                         + (f", R² {r2:.2f}" if r2 is not None else "")
+                         + f" on {measured_head['rows']} rows with a {target} (mean baseline: "
+                         f"{results['mean']['mae']:.2f}).")
+    return parts
+
+
+def run_figures(measured: dict[str, dict]) -> dict[str, Any]:
+    """What ``runs.quality`` keeps: per head its version and each model's figures (no confusion matrices)."""
+    return {name: {"version": found["version"], "rows": found["rows"],
+                   "models": {model: {k: v for k, v in m.items() if k != "confusion"}
+                              for model, m in found["models"].items()}}
+            for name, found in measured.items()}
+
