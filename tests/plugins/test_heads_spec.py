@@ -71,7 +71,7 @@ def test_classes_map_target_values_and_leave_unknown_ones_out():
 def test_head_targets_are_kept_in_the_rows_table(tmp_path):
     raw = yaml.safe_load(REVIEWS.read_text())
     raw["insights"]["metrics"] = ["rating"]
-    raw["source"]["columns"].append("category")
+    assert "category" in raw["source"]["columns"] and "category" not in raw["text"]["columns"]
     _head(raw).update(target="category", classes=None, zero_shot=None, min_precision=None)
     path = tmp_path / "customer_reviews.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
