@@ -232,12 +232,16 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def load(plan: dict) -> dict:
-            from lm_insights.steps.load import load_partition
+            from lm_insights.guard.gates import guard_partition, load_guarded
+            from lm_insights.steps.infer import cache_key
 
             started = time.monotonic()
-            with failing_fast(spec):
-                loaded = load_partition(spec, conninfo_for(sink), _partition(plan))
-            return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "seconds": time.monotonic() - started}
+            with failing_fast(spec):  # a drift gate with action fail raises GuardFailed: no retry
+                verdict = guard_partition(spec, conninfo_for(sink), _partition(plan),
+                                          cache_key(spec, plan["model"]).model_key)
+                loaded = load_guarded(spec, conninfo_for(sink), _partition(plan), plan["run_id"], verdict)
+            return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "status": verdict.status,
+                    "seconds": time.monotonic() - started}
 
         # The Asset event comes from record_run, not load: a consumer (insights_report) that runs on it then
         # finds the run in `runs` too, and a dry run (which loads nothing) emits none.
@@ -260,7 +264,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 ("load", loaded)) if step}
             if inferred:
                 timings["infer"] = round(sum(s["seconds"] for s in inferred), 3)
-            status = "success" if loaded else ("dry_run" if plan["dry_run"] and validated else "failed")
+            status = loaded.get("status", "success") if loaded else (
+                "dry_run" if plan["dry_run"] and validated else "failed")
             record = RunRecord(
                 run_id=plan["run_id"], pipeline=spec.name, partition=_partition(plan), status=status,
                 extracted=(extracted or {}).get("extracted"), rejected=(validated or {}).get("rejected"),
@@ -276,6 +281,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 drop_staging(spec, conninfo_for(sink), record.partition)  # this run's own tables, whatever its end
             if status == "failed":
                 raise AirflowFailException(f"{spec.name} {record.partition}: run failed, recorded in runs")
+            if status == "quarantined":
+                raise AirflowSkipException(f"{spec.name} {record.partition}: held in quarantine by a drift gate; "
+                                           f"release it with `lm-insights release {spec.name} --start DAY`")
             if status == "dry_run":
                 raise AirflowSkipException(f"{spec.name} {record.partition}: dry run recorded in runs; nothing "
                                            "was loaded, so no Asset event")

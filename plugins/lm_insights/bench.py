@@ -56,7 +56,7 @@ SPEC_PATH = DEFAULT_PIPELINES_DIR / "product_sales.yaml"
 DATABASE = "bench"
 COLD_DAY = dt.date(2026, 11, 1)
 NEXT_DAY = COLD_DAY + dt.timedelta(days=1)
-STEPS = ("extract", "validate", "textualize", "infer", "insights", "load")
+STEPS = ("extract", "validate", "textualize", "infer", "insights", "guard", "load")
 CHANGED_EVERY = 100  # 1% of the next day's rows get new units
 # Added to the units of a changed row: a value no cold row has, so each changed row's text is new to the cache.
 UNITS_CHANGE = 1_000_000

@@ -175,6 +175,37 @@ class Insights(_Strict):
         return list(dict.fromkeys([*self.metrics, *([self.target] if self.target else []), *tiers]))
 
 
+GuardAction = Literal["warn", "fail", "quarantine"]  # load and flag / load nothing, no retry / hold for release
+
+
+class LabelMixGate(_Strict):
+    action: GuardAction = "warn"
+    psi: float = Field(default=0.2, gt=0)  # population stability index above which a label mix has moved
+    p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and the chi-square test must call it significant
+
+
+class MetricDriftGate(_Strict):
+    action: GuardAction = "warn"
+    effect_size: float = Field(default=0.5, gt=0)  # |mean shift| in reference standard deviations, per segment
+    p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and Welch's t-test must call it significant
+
+
+class EmbeddingDriftGate(_Strict):
+    action: GuardAction = "warn"
+    roc_auc: float = Field(default=0.55, gt=0.5, le=1)  # a classifier tells current from reference rows this well
+    p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and its out-of-fold scores differ significantly
+
+
+class Guard(_Strict):
+    """Drift gates against the rows of a trailing window of loaded partitions (see docs/guards.md)."""
+    window_days: int = Field(default=7, ge=1, le=366)  # the reference: loaded rows of the days before the partition
+    min_reference_rows: int = Field(default=30, ge=10)  # fewer: the gates are recorded as skipped
+    max_sample_rows: int = Field(default=1000, ge=50)  # per side, for the embedding domain classifier
+    label_mix: LabelMixGate | None = LabelMixGate()  # null switches a gate off
+    metric_drift: MetricDriftGate | None = MetricDriftGate()
+    embedding_drift: EmbeddingDriftGate | None = EmbeddingDriftGate()
+
+
 class Sink(_Strict):
     conn_id: str = "warehouse"  # Airflow connection id of the database the insight tables go to
     schema_: str = Field(default="insights", alias="schema")  # schema of the insight tables
@@ -203,6 +234,7 @@ class PipelineSpec(_Strict):
     lm: LM = LM()
     insights: Insights
     sink: Sink = Sink()
+    guard: Guard | None = None  # drift gates; None: no gates
 
     @field_validator("name")
     @classmethod
@@ -249,7 +281,18 @@ class PipelineSpec(_Strict):
                         check(f"expectations.{kind}[{i}].{arg}", kwargs[arg])
                 for j, column in enumerate(kwargs.get("column_list", [])):
                     check(f"expectations.{kind}[{i}].column_list[{j}]", column)
+        self._guard_has_inputs()
         return self
+
+    def _guard_has_inputs(self) -> None:
+        if self.guard is None:
+            return
+        if self.guard.embedding_drift and not self.lm.embeddings:
+            raise ValueError("guard.embedding_drift: needs lm.embeddings: true (the gate compares row embeddings); "
+                             "set it, or set guard.embedding_drift: null")
+        if self.guard.label_mix and not self.lm.label_sets:
+            raise ValueError("guard.label_mix: the spec has no lm.label_sets to compare; add one, or set "
+                             "guard.label_mix: null")
 
     def _no_duplicates(self) -> None:
         for path, names in (("source.columns", self.source.columns), ("source.key", self.source.key),

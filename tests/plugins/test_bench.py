@@ -19,7 +19,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert report["timestamp"]
     cold, rerun, incremental = report["cold"], report["rerun"], report["incremental"]
     assert cold["extracted"] > 300 and cold["computed"] > 0 and cold["encode_texts_per_s"] > 0
-    assert set(cold["timings_s"]) == {"extract", "validate", "textualize", "infer", "insights", "load"}
+    assert set(cold["timings_s"]) == {"extract", "validate", "textualize", "infer", "insights", "guard", "load"}
     # The re-run is served from the cache; the next day encodes exactly the texts of its changed rows.
     assert rerun["computed"] == 0 and rerun["encoded_texts"] == 0 and rerun["cached"] == cold["computed"]
     assert incremental["changed_rows"] > 0
