@@ -101,7 +101,24 @@ def pipeline_params(spec: PipelineSpec) -> dict[str, Param]:
                         description="Parallel inference shards; empty = from the partition size."),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="Extract and validate, report counts, load nothing."),
+        "release_quarantined": Param(False, type="boolean", title="Release quarantined",
+                                     description="Publish the partitions a drift gate held in quarantine within "
+                                                 "partition_start..partition_end, in one transaction; nothing "
+                                                 "else runs."),
     }
+
+
+def release_held(spec: PipelineSpec, params: dict[str, Any]) -> None:
+    """The ``release_quarantined`` Param: publish the held partitions of the Params' days, then skip the rest."""
+    from lm_insights.guard.gates import release
+
+    if not params.get("partition_start"):
+        raise ValueError("release_quarantined needs partition_start (and partition_end for a range of days)")
+    first = dt.date.fromisoformat(params["partition_start"])
+    last = dt.date.fromisoformat(params.get("partition_end") or params["partition_start"])
+    released = sorted(release(spec, conninfo_for(spec.sink.conn_id), first, last))
+    get_current_context()["ti"].xcom_push(key="released", value=released)
+    raise AirflowSkipException(f"{spec.name}: released {released} from quarantine; nothing else runs")
 
 
 def resolve_partition(params: dict[str, Any], interval_start: dt.datetime, interval_end: dt.datetime) -> Partition:
@@ -160,6 +177,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
             from lm_insights.steps.preflight import check_source
 
             with failing_fast(spec):
+                if params.get("release_quarantined"):
+                    release_held(spec, params)
                 interval = (context.get("data_interval_start"), context.get("data_interval_end"))
                 if interval[0] is None:  # triggered without a logical date (REST/UI default): no data interval
                     interval = manual_interval(spec.schedule, context["dag_run"].run_after)
@@ -237,8 +256,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
             started = time.monotonic()
             with failing_fast(spec):  # a drift gate with action fail raises GuardFailed: no retry
-                verdict = guard_partition(spec, conninfo_for(sink), _partition(plan),
-                                          cache_key(spec, plan["model"]).model_key)
+                verdict = guard_partition(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]))
                 loaded = load_guarded(spec, conninfo_for(sink), _partition(plan), plan["run_id"], verdict)
             return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "status": verdict.status,
                     "seconds": time.monotonic() - started}
@@ -255,6 +273,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 "plan_partition", "extract", "validate", "textualize", "insights", "load"))
             inferred = ti.xcom_pull(task_ids="infer") if loaded else None  # all map indexes
             inferred = [inferred] if isinstance(inferred, dict) else inferred
+            if plan is None and ti.xcom_pull(task_ids="plan_partition", key="released"):
+                raise AirflowSkipException(f"{spec.name}: released from quarantine; no partition was processed")
             if plan is None:
                 raise AirflowFailException(f"{spec.name}: the partition could not be planned; nothing was run")
             key = cache_key(spec, plan["model"])

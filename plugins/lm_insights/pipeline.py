@@ -59,7 +59,7 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         record.cached = sum(s.cached for s in summaries)
         record.computed = sum(s.computed for s in summaries)
         timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected))
-        verdict = timed("guard", lambda: guard_partition(spec, sink_conninfo, partition, key.model_key))
+        verdict = timed("guard", lambda: guard_partition(spec, sink_conninfo, partition, key))
         record.loaded = timed("load", lambda: load_guarded(spec, sink_conninfo, partition, run_id, verdict))["rows"]
         record.status = verdict.status
     except Exception as exc:

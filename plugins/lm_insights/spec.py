@@ -196,14 +196,25 @@ class EmbeddingDriftGate(_Strict):
     p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and its out-of-fold scores differ significantly
 
 
+class OutputExpectations(_Strict):
+    """Great Expectations on the model's outputs in the staged rows: every label within its label set (or
+    ``uncertain``), every score within [-1, 1] and margin within [0, 2], and the shares below."""
+    action: GuardAction = "warn"
+    max_uncertain_share: float = Field(default=0.5, ge=0, le=1)  # per label set: rows labelled `uncertain`
+    max_ood_share: float = Field(default=0.2, ge=0, le=1)  # rows flagged out of distribution
+
+
 class Guard(_Strict):
     """Drift gates against the rows of a trailing window of loaded partitions (see docs/guards.md)."""
     window_days: int = Field(default=7, ge=1, le=366)  # the reference: loaded rows of the days before the partition
     min_reference_rows: int = Field(default=30, ge=10)  # fewer: the gates are recorded as skipped
     max_sample_rows: int = Field(default=1000, ge=50)  # per side, for the embedding domain classifier
+    min_text_chars: int = Field(default=5, ge=1)  # fewer characters left after cleaning: flag too_short
+    ood_quantile: float = Field(default=0.99, gt=0.5, lt=1)  # of the reference's own nearest-neighbour distances
     label_mix: LabelMixGate | None = LabelMixGate()  # null switches a gate off
     metric_drift: MetricDriftGate | None = MetricDriftGate()
     embedding_drift: EmbeddingDriftGate | None = EmbeddingDriftGate()
+    outputs: OutputExpectations | None = OutputExpectations()
 
 
 class Sink(_Strict):

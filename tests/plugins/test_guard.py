@@ -179,15 +179,44 @@ def test_out_of_domain_text_trips_embedding_drift_and_warns(shop):
     (summary,), = query(shop, "select summary from insights.feedback_summaries where partition_start = %s",
                         (Partition.day(DAYS[2]).start,))
     assert " Guard: " in summary and "embedding_drift of text" in summary
+    ood_share, = query(shop, "select figure, passed, action from insights.feedback_quality where run_id = %s "
+                             "and \"check\" = 'output_expectation' and subject = 'share ood <= 0.2'",
+                       (record.run_id,))
+    assert ood_share[0] > 0.5 and ood_share[1:] == (False, "warn"), "the output expectation on OOD rows fails"
 
 
-def test_an_unshifted_partition_trips_no_gate(shop):
-    put_day(shop, DAYS[2], reviews(DAYS[2], 0.2, seed=4))
+PLANTED = {"empty": "<p>&nbsp;</p>", "too_short": "ok", "markup_or_digits": "4411 2290 7781 0032 1234",
+           "ood": "Pursuant to section 12 of the agreement, the lessee shall indemnify the lessor."}
+
+
+def test_an_unshifted_partition_trips_no_gate_and_planted_rows_carry_their_flags(shop):
+    rows = reviews(DAYS[2], 0.2, seed=4)
+    first_id = DAYS[2].toordinal() * 1000 + 900
+    planted = [(first_id + i, DAYS[2], text, 3) for i, text in enumerate(PLANTED.values())]
+    twin = (first_id + len(planted), DAYS[2], "A one-off review that appears twice in the batch.", 3)
+    put_day(shop, DAYS[2], rows + planted + [twin, (twin[0] + 1, *twin[1:])])
     record = run_partition(feedback_spec(label_mix="fail", metric_drift="fail", embedding_drift="fail"),
                            shop, shop, Partition.day(DAYS[2]))
     assert record.status == "success"
-    checks = query(shop, 'select "check", passed from insights.feedback_quality where run_id = %s', (record.run_id,))
-    assert sorted(checks) == [("embedding_drift", True), ("label_mix", True), ("metric_drift", True)]
+    checks = query(shop, 'select "check", passed from insights.feedback_quality where run_id = %s '
+                         "and \"check\" <> 'row_flags'", (record.run_id,))
+    assert sorted(c for c in checks if c[0] != "output_expectation") == [
+        ("embedding_drift", True), ("label_mix", True), ("metric_drift", True)]
+    outputs = [passed for check, passed in checks if check == "output_expectation"]
+    assert len(outputs) == 5 and all(outputs), "labels, scores, margins in range; shares of uncertain, ood below"
+
+    flags = {i: (set(f), ood) for i, f, ood in query(
+        shop, "select feedback_id, quality_flags, ood from insights.feedback_rows where feedback_day = %s", (DAYS[2],))}
+    for (feedback_id, *_), flag in zip(planted, PLANTED):
+        assert (flag in flags[feedback_id][0]) if flag != "ood" else flags[feedback_id][1], (flag, flags[feedback_id])
+    assert "duplicate" in flags[twin[0]][0] and "duplicate" in flags[twin[0] + 1][0]
+    regular_ood = [ood for i, (_, ood) in flags.items() if i < first_id]
+    assert sum(regular_ood) <= 0.05 * len(regular_ood), "regular reviews are rarely out of distribution"
+    counted = dict(query(shop, "select subject, (details ->> 'rows')::int from insights.feedback_quality "
+                               "where run_id = %s and \"check\" = 'row_flags'", (record.run_id,)))
+    assert counted["empty"] >= 1 and counted["too_short"] >= 1 and counted["ood"] >= 1
+    (guard,), = query(shop, "select guard from insights.runs where run_id = %s", (record.run_id,))
+    assert guard["row_flags"]["ood"] == counted["ood"] and guard["row_flags"]["rows"] == len(flags)
 
 
 @pytest.fixture(scope="module")

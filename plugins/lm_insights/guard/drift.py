@@ -23,7 +23,7 @@ class Check:
     check: str
     subject: str
     figure: float | None
-    threshold: float
+    threshold: float | None
     action: str
     passed: bool | None
     details: dict[str, Any] = field(default_factory=dict)
@@ -34,7 +34,8 @@ class Check:
 
     def sentence(self) -> str:
         figure = "n/a" if self.figure is None else f"{self.figure:.3g}"
-        return f"{self.check} of {self.subject}: {figure} (threshold {self.threshold:g}) -> {self.action}"
+        threshold = "none" if self.threshold is None else f"{self.threshold:g}"
+        return f"{self.check} of {self.subject}: {figure} (threshold {threshold}) -> {self.action}"
 
 
 def psi(reference: dict[str, int], current: dict[str, int]) -> float:

@@ -15,10 +15,12 @@ import logging
 import numpy as np
 from psycopg import sql
 
-from lm_insights.guard import drift
+from lm_insights.guard import drift, flags
 from lm_insights.guard.drift import Check
+from lm_insights.guard.outputs import check_outputs
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
+from lm_insights.steps.infer import CacheKey
 from lm_insights.steps.insights import finite, tier_expression
 from lm_insights.steps.load import (INSIGHT_TABLES, insight_table, load_partition, quarantine_table,
                                     replace_interval, widen_columns)
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 QUALITY_COLUMNS = ("run_id", "partition_start", "partition_end", "check", "subject", "figure", "threshold",
                    "action", "passed", "details")
 GATES = ("label_mix", "metric_drift", "embedding_drift")
+CHECKS = (*GATES, "row_flags", "output_expectation")
 
 
 class GuardFailed(ValueError):
@@ -43,6 +46,7 @@ class NothingQuarantined(ValueError):
 class Verdict:
     action: str  # load | warn | quarantine | fail
     checks: list[Check]
+    row_flags: dict[str, int] = dataclasses.field(default_factory=dict)  # rows per flag, and "rows"
 
     @property
     def status(self) -> str:
@@ -51,7 +55,7 @@ class Verdict:
 
     def flags(self) -> dict:
         """What ``runs.guard`` keeps: the action and each tripped gate in a sentence."""
-        return {"action": self.action, "checks": len(self.checks),
+        return {"action": self.action, "checks": len(self.checks), "row_flags": self.row_flags,
                 "tripped": [c.sentence() for c in self.checks if c.tripped],
                 "skipped": [c.check for c in self.checks if c.passed is None]}
 
@@ -103,19 +107,34 @@ def embeddings(spec: PipelineSpec, conn, table: sql.Composable, where: sql.Compo
     return np.array([r[0] for r in rows], dtype=np.float32).reshape(len(rows), -1)
 
 
-def measure(spec: PipelineSpec, conn, partition: Partition, model_key: str) -> list[Check]:
-    """Every enabled gate's check of the staged partition against the reference window."""
+def reference_rows(spec: PipelineSpec, conn, partition: Partition) -> int:
+    """How many loaded rows the reference window holds."""
+    if not db.table_exists(conn, spec.sink.schema_, f"{spec.name}_rows"):
+        return 0
+    where, params = reference_filter(spec, partition)
+    return conn.execute(sql.SQL("select count(*) from {} where ").format(insight_table(spec, "rows")) + where,
+                        params).fetchone()[0]
+
+
+def reference_embeddings(spec: PipelineSpec, conn, partition: Partition, model_key: str) -> np.ndarray:
+    """The reference window's embeddings (none without a reference or without kept embeddings)."""
+    if not spec.lm.embeddings or reference_rows(spec, conn, partition) < spec.guard.min_reference_rows:
+        return np.empty((0, 0), dtype=np.float32)
+    where, params = reference_filter(spec, partition)
+    return embeddings(spec, conn, insight_table(spec, "rows"), where, params, model_key)
+
+
+def measure(spec: PipelineSpec, conn, partition: Partition, model_key: str, reference: np.ndarray) -> list[Check]:
+    """Every enabled gate's check of the staged partition against the reference window (``reference``: its
+    embeddings)."""
     guard = spec.guard
     published = insight_table(spec, "rows")
     staged, everything = staging_table(spec, partition, "rows"), sql.SQL("true")
     where, params = reference_filter(spec, partition)
-    reference_rows = 0
-    if db.table_exists(conn, spec.sink.schema_, f"{spec.name}_rows"):
-        reference_rows = conn.execute(sql.SQL("select count(*) from {} where ").format(published) + where,
-                                      params).fetchone()[0]
+    reference_count = reference_rows(spec, conn, partition)
     gates = [(name, getattr(guard, name)) for name in GATES if getattr(guard, name)]
-    if reference_rows < guard.min_reference_rows:
-        reason = (f"{reference_rows} loaded rows in the {guard.window_days} days before the partition; the gates "
+    if reference_count < guard.min_reference_rows:
+        reason = (f"{reference_count} loaded rows in the {guard.window_days} days before the partition; the gates "
                   f"need {guard.min_reference_rows}")
         return [Check(name, "reference", None, _threshold(gate), gate.action, None, {"skipped": reason})
                 for name, gate in gates]
@@ -133,8 +152,7 @@ def measure(spec: PipelineSpec, conn, partition: Partition, model_key: str) -> l
                 guard.metric_drift.effect_size, guard.metric_drift.p_value, guard.metric_drift.action))
     if guard.embedding_drift:
         gate = guard.embedding_drift
-        checks.append(drift.embedding_drift(embeddings(spec, conn, published, where, params, model_key),
-                                            embeddings(spec, conn, staged, everything, {}, model_key),
+        checks.append(drift.embedding_drift(reference, embeddings(spec, conn, staged, everything, {}, model_key),
                                             gate.roc_auc, gate.p_value, gate.action))
     return checks
 
@@ -143,16 +161,29 @@ def _threshold(gate) -> float:
     return getattr(gate, "psi", None) or getattr(gate, "effect_size", None) or gate.roc_auc
 
 
-def guard_partition(spec: PipelineSpec, conninfo: str, partition: Partition, model_key: str) -> Verdict:
-    """Run the gates on the staged partition; a tripped gate's sentence goes into the staged summary."""
+def row_flag_checks(found: dict) -> list[Check]:
+    """Per-partition counts of the row flags: rows of ``<pipeline>_quality`` that inform (passed is NULL)."""
+    counts = found["counts"]
+    total = max(counts["rows"], 1)
+    return [Check("row_flags", flag, counts[flag] / total, found["ood_threshold"] if flag == "ood" else None,
+                  "count", None, {"rows": counts[flag], "of": counts["rows"]})
+            for flag in ("ambiguous", "ood", *flags.QUALITY_FLAGS)]
+
+
+def guard_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey) -> Verdict:
+    """Flag the staged rows and run the gates; a tripped gate's sentence goes into the staged summary."""
     if spec.guard is None:
         return Verdict("load", [])
-    with db.connect(conninfo) as conn:
+    with db.connect(conninfo) as conn:  # commits the flag columns before Great Expectations reads them
         conn.execute("set local time zone 'UTC'")  # a date partition column compares as midnight UTC
-        checks = measure(spec, conn, partition, model_key)
-        verdict = Verdict(drift.decide(checks), checks)
-        tripped = [c.sentence() for c in checks if c.tripped]
-        if tripped and verdict.action != "fail":
+        reference = reference_embeddings(spec, conn, partition, key.model_key)
+        found = flags.flag_rows(spec, conn, partition, reference, key)
+        checks = measure(spec, conn, partition, key.model_key, reference)
+    checks += check_outputs(spec, conninfo, partition)
+    verdict = Verdict(drift.decide(checks), checks + row_flag_checks(found), found["counts"])
+    tripped = [c.sentence() for c in checks if c.tripped]
+    if tripped and verdict.action != "fail":
+        with db.connect(conninfo) as conn:
             conn.execute(sql.SQL("update {} set summary = summary || %s").format(
                 staging_table(spec, partition, "summary")), (" Guard: " + "; ".join(tripped) + ".",))
     log.info("%s %s guard: %s", spec.name, partition, verdict.flags())
@@ -191,7 +222,7 @@ def record_checks(spec: PipelineSpec, conninfo: str, partition: Partition, run_i
         table = ensure_quality_table(conn, spec)
         conn.execute(sql.SQL("delete from {} where partition_start = %s and partition_end = %s "
                              "and \"check\" = any(%s)").format(table),
-                     (partition.start, partition.end, [c.check for c in verdict.checks] or list(GATES)))
+                     (partition.start, partition.end, list(CHECKS)))
         db.copy_rows(conn, table, QUALITY_COLUMNS, (
             (run_id, partition.start, partition.end, c.check, c.subject, c.figure, c.threshold, c.action, c.passed,
              json.dumps(c.details, default=str)) for c in verdict.checks))

@@ -1,0 +1,68 @@
+"""The ``release_quarantined`` Param: a real DAG run publishes a partition that a drift gate held."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+import pytest
+
+from lm_insights import pipeline
+from lm_insights.cli import run_dag
+from lm_insights.guard.gates import Verdict
+from lm_insights.runtime import demo_warehouse
+from lm_insights.spec import load_specs
+from lm_insights.steps.partition import Partition
+
+DAY = dt.date(2026, 11, 6)  # a day no other DAG test uses in the shared warehouse
+
+
+@pytest.fixture(scope="module")
+def warehouse(airflow_db) -> str:
+    from lm_insights.airflow_dag import conninfo_for
+
+    conninfo = conninfo_for("warehouse")
+    demo_warehouse.create_schema(conninfo)
+    demo_warehouse.generate(conninfo, start=DAY, days=1, sales_per_day=12, reviews_per_day=2)
+    yield conninfo
+    with psycopg.connect(conninfo) as conn:  # leave the shared warehouse as other modules expect it
+        if exists(conn, "insights.product_sales_rows"):
+            conn.execute("delete from insights.product_sales_rows where sale_date = %s", (DAY,))
+            for suffix in ("segments", "drivers", "summaries"):
+                conn.execute(f"delete from insights.product_sales_{suffix} where partition_start = %s",
+                             (Partition.day(DAY).start,))
+            conn.execute("delete from insights.product_sales_rejects where (row ->> 'sale_date')::date = %s", (DAY,))
+        for suffix in ("rows", "segments", "drivers", "summaries", "rejects"):
+            conn.execute(f"drop table if exists insights.product_sales_quarantine_{suffix}")
+
+
+def exists(conn, table: str) -> bool:
+    return conn.execute("select to_regclass(%s) is not null", (table,)).fetchone()[0]
+
+
+def day_rows(conninfo: str, table: str) -> list[tuple]:
+    with psycopg.connect(conninfo) as conn:
+        if not exists(conn, f"insights.{table}"):
+            return []
+        return sorted(conn.execute(f"select sale_id, text, positioning_label from insights.{table} "
+                                   "where sale_date = %s", (DAY,)).fetchall())
+
+
+def test_the_release_param_publishes_a_held_partition_through_a_real_dag_run(warehouse, monkeypatch):
+    spec = next(s for s in load_specs() if s.name == "product_sales")
+    # Setup: hold the day as a tripped quarantine gate would (the gates themselves: tests/plugins/test_guard.py).
+    monkeypatch.setattr(pipeline, "guard_partition", lambda *args: Verdict("quarantine", []))
+    record = pipeline.run_partition(spec, warehouse, warehouse, Partition.day(DAY))
+    assert record.status == "quarantined"
+    held = day_rows(warehouse, "product_sales_quarantine_rows")
+    assert held and day_rows(warehouse, "product_sales_rows") == []
+
+    conf = {"partition_start": DAY.isoformat(), "release_quarantined": True}
+    assert run_dag("product_sales", DAY, conf).state == "success"
+    assert day_rows(warehouse, "product_sales_rows") == held
+    assert day_rows(warehouse, "product_sales_quarantine_rows") == []
+    with psycopg.connect(warehouse) as conn:
+        status = conn.execute("select status from insights.runs where run_id = %s", (record.run_id,)).fetchone()
+    assert status == ("released",)
+
+    assert run_dag("product_sales", DAY, conf).state == "failed", "nothing is held any more: fail, no retry"
