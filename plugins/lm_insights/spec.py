@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Columns the platform adds next to the source columns in the staging tables and <pipeline>_rows.
-RESERVED_COLUMNS = ("_row_number", "text", "n_tokens", "truncated", "partition_start", "partition_end")
+RESERVED_COLUMNS = ("_row_number", "text", "n_tokens", "truncated", "partition_start", "partition_end",
+                    "quality_flags", "ambiguous", "ood_score", "ood")  # the last four: per-row flags (guard/flags.py)
 # ... and per label set <set>_<suffix>, e.g. sentiment_label.
 LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "top_field", "top_effect")
 RESERVED_LABELS = ("uncertain", "unknown")  # written by the platform: below min_margin / NULL segment value

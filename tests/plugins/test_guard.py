@@ -296,3 +296,10 @@ def test_a_bad_guard_section_names_the_file_and_the_field(tmp_path):
     path.write_text(yaml.safe_dump(raw | {"lm": raw["lm"] | {"embeddings": False}}))
     with pytest.raises(SpecError, match="guard.embedding_drift: needs lm.embeddings: true"):
         load_spec(path)
+
+
+def test_guard_errors_fail_the_task_without_retry():
+    from lm_insights.airflow_dag import is_deterministic
+
+    assert is_deterministic(GuardFailed("feedback: a drift gate with action fail tripped"))
+    assert is_deterministic(NothingQuarantined("feedback: no quarantined partition"))
