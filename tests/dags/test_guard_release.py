@@ -1,4 +1,5 @@
-"""The ``release_quarantined`` Param: a real DAG run publishes a partition that a drift gate held."""
+"""Real DAG runs: a partition that a drift gate holds is loaded into the quarantine tables (the run's record_run is
+skipped: no Asset event), and a run with the ``release_quarantined`` Param publishes it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import datetime as dt
 import psycopg
 import pytest
 
-from lm_insights import pipeline
 from lm_insights.cli import run_dag
+from lm_insights.guard import gates
 from lm_insights.guard.gates import Verdict
 from lm_insights.runtime import demo_warehouse
-from lm_insights.spec import load_specs
 from lm_insights.steps.partition import Partition
 
 DAY = dt.date(2026, 11, 6)  # a day no other DAG test uses in the shared warehouse
@@ -48,21 +48,23 @@ def day_rows(conninfo: str, table: str) -> list[tuple]:
                                    "where sale_date = %s", (DAY,)).fetchall())
 
 
-def test_the_release_param_publishes_a_held_partition_through_a_real_dag_run(warehouse, monkeypatch):
-    spec = next(s for s in load_specs() if s.name == "product_sales")
-    # Setup: hold the day as a tripped quarantine gate would (the gates themselves: tests/plugins/test_guard.py).
-    monkeypatch.setattr(pipeline, "guard_partition", lambda *args: Verdict("quarantine", []))
-    record = pipeline.run_partition(spec, warehouse, warehouse, Partition.day(DAY))
-    assert record.status == "quarantined"
+def test_a_dag_run_holds_a_quarantined_partition_and_the_release_param_publishes_it(warehouse, monkeypatch):
+    # The verdict of a tripped quarantine gate (the gates themselves: tests/plugins/test_guard.py); dag.test runs
+    # the tasks in this process, so the load task sees it.
+    monkeypatch.setattr(gates, "guard_partition", lambda *args: Verdict("quarantine", []))
+    held_run = run_dag("product_sales", DAY)
+    assert held_run.state == "success"
+    assert {ti.task_id: ti.state for ti in held_run.get_task_instances()}["record_run"] == "skipped"
     held = day_rows(warehouse, "product_sales_quarantine_rows")
     assert held and day_rows(warehouse, "product_sales_rows") == []
+    monkeypatch.undo()
 
     conf = {"partition_start": DAY.isoformat(), "release_quarantined": True}
     assert run_dag("product_sales", DAY, conf).state == "success"
     assert day_rows(warehouse, "product_sales_rows") == held
     assert day_rows(warehouse, "product_sales_quarantine_rows") == []
     with psycopg.connect(warehouse) as conn:
-        status = conn.execute("select status from insights.runs where run_id = %s", (record.run_id,)).fetchone()
+        status = conn.execute("select status from insights.runs where run_id = %s", (held_run.run_id,)).fetchone()
     assert status == ("released",)
 
     assert run_dag("product_sales", DAY, conf).state == "failed", "nothing is held any more: fail, no retry"
