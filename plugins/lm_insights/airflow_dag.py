@@ -101,7 +101,24 @@ def pipeline_params(spec: PipelineSpec) -> dict[str, Param]:
                         description="Parallel inference shards; empty = from the partition size."),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="Extract and validate, report counts, load nothing."),
+        "release_quarantined": Param(False, type="boolean", title="Release quarantined",
+                                     description="Publish the partitions a drift gate held in quarantine within "
+                                                 "partition_start..partition_end, in one transaction; nothing "
+                                                 "else runs."),
     }
+
+
+def release_held(spec: PipelineSpec, params: dict[str, Any]) -> None:
+    """The ``release_quarantined`` Param: publish the held partitions of the Params' days, then skip the rest."""
+    from lm_insights.guard.gates import release
+
+    if not params.get("partition_start"):
+        raise ValueError("release_quarantined needs partition_start (and partition_end for a range of days)")
+    first = dt.date.fromisoformat(params["partition_start"])
+    last = dt.date.fromisoformat(params.get("partition_end") or params["partition_start"])
+    released = sorted(release(spec, conninfo_for(spec.sink.conn_id), first, last))
+    get_current_context()["ti"].xcom_push(key="released", value=released)
+    raise AirflowSkipException(f"{spec.name}: released {released} from quarantine; nothing else runs")
 
 
 def resolve_partition(params: dict[str, Any], interval_start: dt.datetime, interval_end: dt.datetime) -> Partition:
@@ -160,6 +177,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
             from lm_insights.steps.preflight import check_source
 
             with failing_fast(spec):
+                if params.get("release_quarantined"):
+                    release_held(spec, params)
                 interval = (context.get("data_interval_start"), context.get("data_interval_end"))
                 if interval[0] is None:  # triggered without a logical date (REST/UI default): no data interval
                     interval = manual_interval(spec.schedule, context["dag_run"].run_after)
@@ -234,12 +253,16 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def load(plan: dict) -> dict:
-            from lm_insights.steps.load import load_partition
+            from lm_insights.guard.gates import guard_partition, load_guarded
+            from lm_insights.steps.infer import cache_key
 
             started = time.monotonic()
-            with failing_fast(spec):
-                loaded = load_partition(spec, conninfo_for(sink), _partition(plan))
-            return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "seconds": time.monotonic() - started}
+            with failing_fast(spec):  # a drift gate with action fail raises GuardFailed: no retry
+                verdict = guard_partition(spec, conninfo_for(sink), _partition(plan),
+                                          cache_key(spec, plan["model"], plan["heads"]))
+                loaded = load_guarded(spec, conninfo_for(sink), _partition(plan), plan["run_id"], verdict)
+            return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "status": verdict.status,
+                    "seconds": time.monotonic() - started}
 
         # The Asset event comes from record_run, not load: a consumer (insights_report) that runs on it then
         # finds the run in `runs` too, and a dry run (which loads nothing) emits none.
@@ -253,6 +276,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 "plan_partition", "extract", "validate", "textualize", "insights", "load"))
             inferred = ti.xcom_pull(task_ids="infer") if loaded else None  # all map indexes
             inferred = [inferred] if isinstance(inferred, dict) else inferred
+            if plan is None and ti.xcom_pull(task_ids="plan_partition", key="released"):
+                raise AirflowSkipException(f"{spec.name}: released from quarantine; no partition was processed")
             if plan is None:
                 raise AirflowFailException(f"{spec.name}: the partition could not be planned; nothing was run")
             key = cache_key(spec, plan["model"], plan["heads"])
@@ -262,7 +287,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 ("load", loaded)) if step}
             if inferred:
                 timings["infer"] = round(sum(s["seconds"] for s in inferred), 3)
-            status = "success" if loaded else ("dry_run" if plan["dry_run"] and validated else "failed")
+            status = loaded.get("status", "success") if loaded else (
+                "dry_run" if plan["dry_run"] and validated else "failed")
             record = RunRecord(
                 run_id=plan["run_id"], pipeline=spec.name, partition=_partition(plan), status=status,
                 extracted=(extracted or {}).get("extracted"), rejected=(validated or {}).get("rejected"),
@@ -279,6 +305,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 drop_staging(spec, conninfo_for(sink), record.partition)  # this run's own tables, whatever its end
             if status == "failed":
                 raise AirflowFailException(f"{spec.name} {record.partition}: run failed, recorded in runs")
+            if status == "quarantined":
+                raise AirflowSkipException(f"{spec.name} {record.partition}: held in quarantine by a drift gate; "
+                                           f"release it with `lm-insights release {spec.name} --start DAY`")
             if status == "dry_run":
                 raise AirflowSkipException(f"{spec.name} {record.partition}: dry run recorded in runs; nothing "
                                            "was loaded, so no Asset event")

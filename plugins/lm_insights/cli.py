@@ -4,6 +4,7 @@
     lm-insights up                  the Airflow UI (airflow standalone) on the same database
     lm-insights run NAME --date D   one partition of one pipeline without a scheduler
     lm-insights run NAME --start D --end D   the days D..D (inclusive) as one partition
+    lm-insights release NAME --start D [--end D]   publish the partitions a drift gate held in quarantine
     lm-insights clean-staging [--older-than 1d]   drop staging tables that runs left behind
     lm-insights train NAME          train the pipeline's heads from its loaded rows (--rollback: previous version)
     lm-insights env                 shell exports for the airflow CLI against the embedded database
@@ -181,6 +182,24 @@ def cli_partition(first: str, last: str):
     return Partition.days(first_day, last_day)
 
 
+def release_one(name: str, first: str, last: str) -> None:
+    from lm_insights.guard.gates import NothingQuarantined, release
+    from lm_insights.spec import load_specs
+
+    partition = cli_partition(first, last)
+    server, _ = local_env.prepare()
+    specs = {s.name: s for s in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")}
+    if name not in specs:
+        raise SystemExit(f"unknown pipeline {name!r}; known: {sorted(specs)}")
+    try:
+        released = release(specs[name], local_env.warehouse_conninfo(server), partition.start.date(),
+                           (partition.end - dt.timedelta(days=1)).date())
+    except NothingQuarantined as exc:
+        raise SystemExit(f"lm-insights release: {exc}") from None
+    for held, moved in released.items():
+        say(f"{name} {held}: published from quarantine, rows per table {moved}")
+
+
 def clean_staging(older_than: str) -> None:
     from lm_insights.steps.staging import clean_staging as sweep, parse_age
 
@@ -209,6 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     days.add_argument("--start", help="the first day of a range, YYYY-MM-DD (with --end: one partition)")
     run_parser.add_argument("--end", help="the last day of the range (inclusive), YYYY-MM-DD; default: --start")
     run_parser.add_argument("--force-recompute", action="store_true")
+    release_parser = commands.add_parser("release", help="publish partitions held in quarantine by a drift gate")
+    release_parser.add_argument("pipeline")
+    release_parser.add_argument("--start", required=True, help="the first day, YYYY-MM-DD")
+    release_parser.add_argument("--end", help="the last day (inclusive), YYYY-MM-DD; default: --start")
     clean_parser = commands.add_parser("clean-staging", help="drop staging tables that runs left behind")
     clean_parser.add_argument("--older-than", default="1d", help="age of the tables to drop: 30m, 12h, 1d (default)")
     train_parser = commands.add_parser("train", help="train a pipeline's heads from its loaded rows")
@@ -228,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.date and args.end:
             parser.error("--end goes with --start, not with --date")
         run_one(args.pipeline, args.date or args.start, args.date or args.end or args.start, args.force_recompute)
+    elif args.command == "release":
+        release_one(args.pipeline, args.start, args.end or args.start)
     elif args.command == "clean-staging":
         clean_staging(args.older_than)
     elif args.command == "train":

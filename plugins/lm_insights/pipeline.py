@@ -16,7 +16,8 @@ from lm_insights.learn.models import promoted_versions
 from lm_insights.steps.extract import extract_partition
 from lm_insights.steps.infer import CacheKey, cache_key, count_distinct_texts, head_version, infer_shard, plan_shards
 from lm_insights.steps.insights import build_insights
-from lm_insights.steps.load import RunRecord, drop_staging, load_partition, record_run
+from lm_insights.guard.gates import guard_partition, load_guarded
+from lm_insights.steps.load import RunRecord, drop_staging, record_run
 from lm_insights.steps.partition import Partition
 from lm_insights.steps.preflight import check_source
 from lm_insights.spec import PipelineSpec
@@ -61,8 +62,9 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         record.computed = sum(s.computed for s in summaries)
         built = timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected, heads))
         record.quality = built["quality"]
-        record.loaded = timed("load", lambda: load_partition(spec, sink_conninfo, partition))["rows"]
-        record.status = "success"
+        verdict = timed("guard", lambda: guard_partition(spec, sink_conninfo, partition, key))
+        record.loaded = timed("load", lambda: load_guarded(spec, sink_conninfo, partition, run_id, verdict))["rows"]
+        record.status = verdict.status
     except Exception as exc:
         record.status, record.message = "failed", f"{type(exc).__name__}: {exc}"
         raise

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Columns the platform adds next to the source columns in the staging tables and <pipeline>_rows.
-RESERVED_COLUMNS = ("_row_number", "text", "n_tokens", "truncated", "partition_start", "partition_end")
+RESERVED_COLUMNS = ("_row_number", "text", "n_tokens", "truncated", "partition_start", "partition_end",
+                    "quality_flags", "ambiguous", "ood_score", "ood")  # the last four: per-row flags (guard/flags.py)
 # ... and per label set <set>_<suffix>, e.g. sentiment_label.
 LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "top_field", "top_effect")
 RESERVED_LABELS = ("uncertain", "unknown")  # written by the platform: below min_margin / NULL segment value
@@ -222,6 +223,48 @@ class Insights(_Strict):
         return list(dict.fromkeys([*self.metrics, *([self.target] if self.target else []), *tiers]))
 
 
+GuardAction = Literal["warn", "fail", "quarantine"]  # load and flag / load nothing, no retry / hold for release
+
+
+class LabelMixGate(_Strict):
+    action: GuardAction = "warn"
+    psi: float = Field(default=0.2, gt=0)  # population stability index above which a label mix has moved
+    p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and the chi-square test must call it significant
+
+
+class MetricDriftGate(_Strict):
+    action: GuardAction = "warn"
+    effect_size: float = Field(default=0.5, gt=0)  # |mean shift| in reference standard deviations, per segment
+    p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and Welch's t-test must call it significant
+
+
+class EmbeddingDriftGate(_Strict):
+    action: GuardAction = "warn"
+    roc_auc: float = Field(default=0.55, gt=0.5, le=1)  # a classifier tells current from reference rows this well
+    p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and its out-of-fold scores differ significantly
+
+
+class OutputExpectations(_Strict):
+    """Great Expectations on the model's outputs in the staged rows: every label within its label set (or
+    ``uncertain``), every score within [-1, 1] and margin within [0, 2], and the shares below."""
+    action: GuardAction = "warn"
+    max_uncertain_share: float = Field(default=0.5, ge=0, le=1)  # per label set: rows labelled `uncertain`
+    max_ood_share: float = Field(default=0.2, ge=0, le=1)  # rows flagged out of distribution
+
+
+class Guard(_Strict):
+    """Drift gates against the rows of a trailing window of loaded partitions (see docs/guards.md)."""
+    window_days: int = Field(default=7, ge=1, le=366)  # the reference: loaded rows of the days before the partition
+    min_reference_rows: int = Field(default=30, ge=10)  # fewer: the gates are recorded as skipped
+    max_sample_rows: int = Field(default=1000, ge=50)  # per side, for the embedding domain classifier
+    min_text_chars: int = Field(default=5, ge=1)  # fewer characters left after cleaning: flag too_short
+    ood_quantile: float = Field(default=0.99, gt=0.5, lt=1)  # of the reference's own nearest-neighbour distances
+    label_mix: LabelMixGate | None = LabelMixGate()  # null switches a gate off
+    metric_drift: MetricDriftGate | None = MetricDriftGate()
+    embedding_drift: EmbeddingDriftGate | None = EmbeddingDriftGate()
+    outputs: OutputExpectations | None = OutputExpectations()
+
+
 class Sink(_Strict):
     conn_id: str = "warehouse"  # Airflow connection id of the database the insight tables go to
     schema_: str = Field(default="insights", alias="schema")  # schema of the insight tables
@@ -250,6 +293,7 @@ class PipelineSpec(_Strict):
     lm: LM = LM()
     insights: Insights
     sink: Sink = Sink()
+    guard: Guard | None = None  # drift gates; None: no gates
 
     @field_validator("name")
     @classmethod
@@ -316,7 +360,18 @@ class PipelineSpec(_Strict):
                         check(f"expectations.{kind}[{i}].{arg}", kwargs[arg])
                 for j, column in enumerate(kwargs.get("column_list", [])):
                     check(f"expectations.{kind}[{i}].column_list[{j}]", column)
+        self._guard_has_inputs()
         return self
+
+    def _guard_has_inputs(self) -> None:
+        if self.guard is None:
+            return
+        if self.guard.embedding_drift and not self.lm.embeddings:
+            raise ValueError("guard.embedding_drift: needs lm.embeddings: true (the gate compares row embeddings); "
+                             "set it, or set guard.embedding_drift: null")
+        if self.guard.label_mix and not self.lm.label_sets:
+            raise ValueError("guard.label_mix: the spec has no lm.label_sets to compare; add one, or set "
+                             "guard.label_mix: null")
 
     def _no_duplicates(self) -> None:
         for path, names in (("source.columns", self.source.columns), ("source.key", self.source.key),

@@ -60,10 +60,11 @@ def render_text(conn, schema: str = DEFAULT_SCHEMA) -> str:
         parts += [f"\n== {name}, partition {latest.date()} ==", summary, "",
                   table(["segment", "value", "metric", "count", "mean", "variance", "stddev"], segments), "",
                   table(["driver", "importance", "direction", "method"], drivers)]
-        if db.table_exists(conn, schema, f"{name}_quality"):  # pipelines with trained heads (lm.heads)
+        # pipelines with trained heads (lm.heads); the guard's check rows share the table and have no head
+        if "head" in db.table_columns(conn, schema, f"{name}_quality"):
             quality = conn.execute(sql.SQL(
                 "select head, head_version, model, rows, coverage, accuracy, macro_f1, mae, r2 from {} "
-                "where partition_start = %s order by head, model <> 'head', model").format(
+                "where partition_start = %s and head is not null order by head, model <> 'head', model").format(
                 db.qualified(schema, f"{name}_quality")), (latest,)).fetchall()
             parts += ["", table(["head", "version", "model", "rows", "coverage", "accuracy", "macro_f1", "mae", "r2"],
                                 quality)]

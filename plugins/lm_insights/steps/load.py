@@ -44,6 +44,11 @@ def insight_table(spec: PipelineSpec, suffix: str) -> sql.Identifier:
     return db.qualified(spec.sink.schema_, f"{spec.name}_{suffix}")
 
 
+def quarantine_table(spec: PipelineSpec, suffix: str) -> sql.Identifier:
+    """Where a partition held by a drift gate waits for release (lm_insights.guard.gates.release)."""
+    return insight_table(spec, f"quarantine_{suffix}")
+
+
 def stage_rejects(spec: PipelineSpec, conn, partition: Partition) -> None:
     """Staging ``rejects_loaded``: each rejected row as JSON with the failed expectations and the reason."""
     target = staging_table(spec, partition, "rejects_loaded")
@@ -152,23 +157,30 @@ def replace_interval(spec: PipelineSpec, conn, suffix: str, table: sql.Identifie
     return conn.execute(sql.SQL("delete from {} where ").format(table) + where, interval).rowcount
 
 
-def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> dict[str, int]:
-    """Replace the partition in every insight table; return rows loaded per table."""
+def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition, held: bool = False) -> dict[str, int]:
+    """Replace the partition in every insight table; return rows loaded per table.
+
+    ``held``: into the ``<pipeline>_quarantine_<table>`` tables instead, the published ones untouched. A published
+    load drops what the quarantine held of its interval (it is outdated now).
+    """
     loaded = {}
+    prefix = "quarantine_" if held else ""
     with db.connect(conninfo) as conn:  # one transaction: commit at the end or roll back on any error
         conn.execute("set local time zone 'UTC'")  # a date partition column compares as midnight UTC
         db.lock_ddl(conn)
         stage_rejects(spec, conn, partition)
         for suffix, step in insight_tables(spec).items():
-            table, source = insight_table(spec, suffix), staging_table(spec, partition, step)
+            table, source = insight_table(spec, prefix + suffix), staging_table(spec, partition, step)
             source_name = staging_name(spec, partition, step)
             if not db.table_exists(conn, STAGING_SCHEMA, source_name):
                 raise MissingStaging(f"{spec.name} {partition}: staging table {STAGING_SCHEMA}.{source_name} is "
                                      "missing; rerun the earlier tasks of this partition")
-            ensure_like(conn, table, spec.sink.schema_, f"{spec.name}_{suffix}", source, source_name)
+            ensure_like(conn, table, spec.sink.schema_, f"{spec.name}_{prefix}{suffix}", source, source_name)
+            if not held and db.table_exists(conn, spec.sink.schema_, f"{spec.name}_quarantine_{suffix}"):
+                replace_interval(spec, conn, suffix, quarantine_table(spec, suffix), partition)
             if suffix == "rows":  # replace_interval finds the rows by their partition column
                 conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
-                    sql.Identifier(f"{spec.name}_rows_by_partition"), table,
+                    sql.Identifier(f"{spec.name}_{prefix}rows_by_partition"), table,
                     sql.Identifier(spec.source.partition_column)))
             replace_interval(spec, conn, suffix, table, partition)
             staged = [c for c in db.table_columns(conn, STAGING_SCHEMA, source_name)
@@ -177,7 +189,7 @@ def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> d
                 "insert into {} (partition_start, partition_end, {cols}) select %s, %s, {cols} from {}"
             ).format(table, source, cols=db.columns_sql(staged)), (partition.start, partition.end))
             loaded[suffix] = cursor.rowcount
-    log.info("%s %s loaded %s", spec.name, partition, loaded)
+    log.info("%s %s %s %s", spec.name, partition, "held in quarantine" if held else "loaded", loaded)
     return loaded
 
 

@@ -1,0 +1,108 @@
+"""Per-row flags of the staged partition, loaded into ``<pipeline>_rows`` with the row:
+
+- ``quality_flags`` (text[]): ``empty`` (nothing left of the text columns once markup and entities are removed),
+  ``too_short`` (fewer than ``guard.min_text_chars`` characters left), ``markup_or_digits`` (under half of the
+  text columns' characters are letters), ``duplicate`` (another row of the partition has the same text),
+  ``truncated`` (longer than the model reads);
+- ``ambiguous``: some label set's best label leads the runner-up by less than its ``min_margin`` (``uncertain``);
+- ``ood_score``: cosine distance of the row's embedding to its nearest reference embedding (the loaded rows of the
+  window); ``ood`` when above the reference's own ``ood_quantile`` of leave-one-out nearest-neighbour distances.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from psycopg import sql
+
+from lm_insights.runtime import db
+from lm_insights.spec import PipelineSpec
+from lm_insights.steps.infer import CacheKey
+from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+
+QUALITY_FLAGS = ("empty", "too_short", "markup_or_digits", "duplicate", "truncated")
+MARKUP = r"<[^>]*>|&[#a-zA-Z0-9]+;"  # tags and HTML entities
+TEXT_TYPES = ("text", "character varying", "character")
+
+
+def text_quality_sql(spec: PipelineSpec, text_columns: list[str]) -> sql.Composable:
+    """The array of quality flags of a row of staging ``rows`` (a window function: duplicates)."""
+    raw = (sql.SQL("concat_ws(' ', {})").format(sql.SQL(", ").join(sql.Identifier(c) for c in text_columns))
+           if text_columns else sql.SQL("''"))
+    cleaned = sql.SQL("btrim(regexp_replace({raw}, {markup}, ' ', 'g'))").format(raw=raw, markup=sql.Literal(MARKUP))
+    letters = sql.SQL("length(regexp_replace({raw}, '[^[:alpha:]]', '', 'g'))::float8").format(raw=raw)
+    checks = [
+        sql.SQL("case when {c} = '' then 'empty' end").format(c=cleaned) if text_columns else sql.NULL,
+        sql.SQL("case when {c} <> '' and length({c}) < {n} then 'too_short' end").format(
+            c=cleaned, n=sql.Literal(spec.guard.min_text_chars)) if text_columns else sql.NULL,
+        sql.SQL("case when length({raw}) > 0 and {letters} / length({raw}) < 0.5 then 'markup_or_digits' end"
+                ).format(raw=raw, letters=letters) if text_columns else sql.NULL,
+        sql.SQL("case when count(*) over (partition by text) > 1 then 'duplicate' end"),
+        sql.SQL("case when truncated then 'truncated' end"),
+    ]
+    return sql.SQL("array_remove(array[{}]::text[], null)").format(sql.SQL(", ").join(checks))
+
+
+def ambiguous_sql(spec: PipelineSpec) -> sql.Composable:
+    margins = [sql.SQL("coalesce({} < {}, false)").format(sql.Identifier(f"{name}_margin"),
+                                                          sql.Literal(label_set.min_margin))
+               for name, label_set in spec.lm.label_sets.items()]
+    return sql.SQL(" or ").join(margins) if margins else sql.SQL("false")
+
+
+def nearest_distances(queries: np.ndarray, reference: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+    """Cosine distance of each query to its nearest reference vector (unit vectors; chunks of 1024 queries)."""
+    out = np.empty(len(queries), dtype=np.float32)
+    for start in range(0, len(queries), 1024):
+        similarity = queries[start:start + 1024] @ reference.T  # (chunk, n_reference)
+        if leave_one_out:  # query i is reference i: its nearest other vector
+            own = np.arange(len(similarity))
+            similarity[own, start + own] = -np.inf
+        out[start:start + 1024] = 1.0 - similarity.max(axis=1)
+    return out
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9, None)
+
+
+def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: np.ndarray, key: CacheKey) -> dict:
+    """Add the flag columns to staging ``rows``; return per-partition counts and the OOD threshold."""
+    rows, name = staging_table(spec, partition, "rows"), staging_name(spec, partition, "rows")
+    types = db.table_columns(conn, STAGING_SCHEMA, name)
+    text_columns = [c for c in spec.text.columns if types.get(c, "").split("(")[0] in TEXT_TYPES]
+    for column, type_name in (("quality_flags", "text[]"), ("ambiguous", "boolean"),
+                              ("ood_score", "double precision"), ("ood", "boolean")):
+        conn.execute(sql.SQL("alter table {} add column if not exists {} {}").format(
+            rows, sql.Identifier(column), sql.SQL(type_name)))
+    conn.execute(sql.SQL("update {rows} as r set quality_flags = f.flags, ambiguous = {ambiguous} "
+                         "from (select _row_number, {flags} as flags from {rows}) as f "
+                         "where f._row_number = r._row_number").format(
+        rows=rows, flags=text_quality_sql(spec, text_columns), ambiguous=ambiguous_sql(spec)))
+    threshold = None
+    if spec.lm.embeddings and len(reference) > 1:
+        reference = unit(reference)
+        threshold = float(np.quantile(nearest_distances(reference, reference, leave_one_out=True),
+                                      spec.guard.ood_quantile))
+        found = conn.execute(sql.SQL(
+            "select r._row_number, c.embedding::real[] from {rows} as r join {texts} as t using (_row_number) "
+            "join {cache} as c on c.text_sha256 = t.text_sha256 and c.model_key = %(model_key)s "
+            "and c.head_version = %(head_version)s and c.template_version = %(template_version)s "
+            "where c.embedding is not null").format(rows=rows, texts=staging_table(spec, partition, "texts"),
+                                                    cache=db.qualified(spec.sink.schema_, "lm_cache")),
+            vars(key)).fetchall()
+        if found:
+            scores = nearest_distances(unit(np.array([e for _, e in found], dtype=np.float32)), reference)
+            conn.execute("create temporary table ood_scores (_row_number bigint, ood_score float8) on commit drop")
+            db.copy_rows(conn, sql.Identifier("ood_scores"), ("_row_number", "ood_score"),
+                         ((n, float(s)) for (n, _), s in zip(found, scores)))
+            conn.execute(sql.SQL("update {} as r set ood_score = s.ood_score, ood = s.ood_score > %s "
+                                 "from ood_scores as s where s._row_number = r._row_number").format(rows),
+                         (threshold,))
+    total, ambiguous, ood = conn.execute(sql.SQL(
+        "select count(*), count(*) filter (where ambiguous), count(*) filter (where ood) from {}").format(rows)
+    ).fetchone()
+    counts = {"rows": total, "ambiguous": ambiguous, "ood": ood}
+    for flag in QUALITY_FLAGS:
+        counts[flag] = conn.execute(sql.SQL("select count(*) from {} where %s = any(quality_flags)").format(rows),
+                                    (flag,)).fetchone()[0]
+    return {"counts": counts, "ood_threshold": threshold}
