@@ -129,7 +129,7 @@ def manual_interval(schedule: str, run_after: dt.datetime) -> tuple[dt.datetime,
 
 def doc_md(spec: PipelineSpec) -> str:
     tables = ", ".join(f"`{spec.sink.schema_}.{spec.name}_{t}`" for t in ("rows", "segments", "drivers",
-                                                                         "summaries", "rejects"))
+                                                                         "summaries", "rejects", "rules"))
     return (f"# {spec.name}\n\n{spec.description}\n\n"
             f"Reads `{spec.source.table}` one `{spec.source.partition_column}` partition per run, validates it, "
             f"turns each row into text, runs `{spec.lm.model}` and loads {tables}.\n\n"

@@ -187,6 +187,20 @@ class Sink(_Strict):
         return value
 
 
+class Rules(_Strict):
+    """Shallow decision trees that reproduce the model's labels and the target metric from the source columns."""
+    enabled: bool = True
+    max_depth: int = Field(default=3, ge=1, le=6)  # deeper trees stop being rules a person reads
+    min_fidelity: float = Field(default=0.8, ge=0, le=1)  # below: stored, marked not faithful, not quoted
+    min_leaf_rows: int = Field(default=5, ge=1)  # a rule must cover at least this many rows
+    max_rows: int = Field(default=20000, ge=10)  # rows per partition the trees are fitted on (seeded sample)
+
+
+class Explain(_Strict):
+    """Why the model said so: rules (and, as they arrive, clusters and word-level explanations)."""
+    rules: Rules = Rules()
+
+
 class PipelineSpec(_Strict):
     _path: Path | None = PrivateAttr(default=None)  # the YAML file it came from, named in errors
     name: str = Field(max_length=32)  # dag_id and prefix of the insight and staging tables (63-character limit)
@@ -203,6 +217,7 @@ class PipelineSpec(_Strict):
     lm: LM = LM()
     insights: Insights
     sink: Sink = Sink()
+    explain: Explain = Explain()
 
     @field_validator("name")
     @classmethod

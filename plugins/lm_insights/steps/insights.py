@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from lm_insights.explain.rules import build_rules, rules_summary
 from lm_insights.runtime import db
 from lm_insights.steps.infer import CacheKey, cache_table
 from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
@@ -278,16 +279,19 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
 
 def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
                    rejected: int) -> dict[str, object]:
-    """Build staging ``rows``, ``segments``, ``drivers`` and ``summary``; return counts and the summary."""
+    """Build staging ``rows``, ``segments``, ``drivers``, ``rules`` and ``summary``; return counts and the summary."""
     with db.connect(conninfo) as conn:
         analysed = build_rows(spec, conn, partition, key)
         build_segments(spec, conn, partition)
         drivers = build_drivers(spec, conn, partition)
-        summary = summarize(spec, conn, partition, drivers, rejected)
+        rule_sets = build_rules(spec, conn, partition)
+        summary = " ".join([summarize(spec, conn, partition, drivers, rejected),
+                            *rules_summary(rule_sets, spec.explain.rules.min_fidelity)])
         target = staging_table(spec, partition, "summary")
         conn.execute(sql.SQL("drop table if exists {}").format(target))
         conn.execute(sql.SQL("create table {} (partition_start timestamptz not null, summary text not null)")
                      .format(target))
         conn.execute(sql.SQL("insert into {} values (%s, %s)").format(target), (partition.start, summary))
     log.info("%s", summary)
-    return {"rows": analysed, "drivers": len(drivers), "summary": summary}
+    return {"rows": analysed, "drivers": len(drivers), "rules": sum(len(r.rules) for r in rule_sets),
+            "summary": summary}

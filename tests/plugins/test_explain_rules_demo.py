@@ -1,0 +1,40 @@
+"""Rules on a real run of the demo: stored in <pipeline>_rules, naming price with the right direction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from lm_insights.pipeline import run_partition
+from lm_insights.runtime import demo_warehouse
+from lm_insights.spec import load_spec
+from lm_insights.steps.partition import Partition
+from tests.plugins.test_explain_rules import bounds
+
+SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml")
+DAY = Partition.day("2026-11-01")
+
+
+def test_demo_rules_name_price_with_the_right_direction(warehouse_conninfo):
+    demo_warehouse.create_schema(warehouse_conninfo)
+    demo_warehouse.generate(warehouse_conninfo, start=DAY.start.date(), days=1, sales_per_day=80, reviews_per_day=0)
+    assert run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY).status == "success"
+    with psycopg.connect(warehouse_conninfo) as conn:
+        rules = conn.execute("select explains, conditions, prediction, rows, fidelity, depth, n, faithful, rule "
+                             "from insights.product_sales_rules order by explains, rule_order").fetchall()
+        summary = conn.execute("select summary from insights.product_sales_summaries").fetchone()[0]
+    units = [r for r in rules if r[0] == "units"]
+    assert units and all(r[5] <= SPEC.explain.rules.max_depth and r[6] == 80 for r in units)
+    highest, lowest = max(units, key=lambda r: float(r[2])), min(units, key=lambda r: float(r[2]))
+    assert "price" in highest[1] and "price" in lowest[1]
+    assert bounds(highest[1], "price")[1] <= bounds(lowest[1], "price")[0], "more units at the lower price"
+    assert sum(r[3] for r in units) == 80
+    positioning = [r for r in rules if r[0] == "positioning"]
+    premium_prices = [bounds(r[1], "price")[0] for r in positioning if r[2] == "premium" and "price >" in r[1]]
+    budget_prices = [bounds(r[1], "price")[1] for r in positioning if r[2] == "budget" and "price <=" in r[1]]
+    assert premium_prices and budget_prices and min(premium_prices) >= max(budget_prices)
+    for explains, what in (("units", "units"), ("positioning", "the positioning label")):
+        largest = next(r for r in rules if r[0] == explains)  # rule_order 1: the summary quotes it when faithful
+        assert (largest[8] in summary) == largest[7]
+        assert (f"No shallow rules reproduce {what} faithfully" in summary) != largest[7]
