@@ -228,7 +228,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             with failing_fast(spec):
                 result = build_insights(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]),
                                         validated["rejected"])
-            return {"rows": result["rows"], "seconds": time.monotonic() - started}
+            return {"rows": result["rows"], "seconds": time.monotonic() - started, "timings": result["timings"]}
 
         @task
         def load(plan: dict) -> dict:
@@ -260,6 +260,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 ("load", loaded)) if step}
             if inferred:
                 timings["infer"] = round(sum(s["seconds"] for s in inferred), 3)
+            timings |= (built or {}).get("timings", {})  # explain_* parts of the insights step
             status = "success" if loaded else ("dry_run" if plan["dry_run"] and validated else "failed")
             record = RunRecord(
                 run_id=plan["run_id"], pipeline=spec.name, partition=_partition(plan), status=status,

@@ -57,7 +57,8 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
             for shard in range(n_shards)])
         record.cached = sum(s.cached for s in summaries)
         record.computed = sum(s.computed for s in summaries)
-        timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected))
+        built = timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected))
+        record.timings |= built["timings"]  # explain_* parts of the insights step
         record.loaded = timed("load", lambda: load_partition(spec, sink_conninfo, partition))["rows"]
         record.status = "success"
     except Exception as exc:

@@ -196,9 +196,19 @@ class Rules(_Strict):
     max_rows: int = Field(default=20000, ge=10)  # rows per partition the trees are fitted on (seeded sample)
 
 
+class Clusters(_Strict):
+    """Discovery: groups of rows in embedding space (needs lm.embeddings), joined back as <pipeline>_rows.cluster."""
+    enabled: bool = True
+    max_clusters: int = Field(default=8, ge=2, le=30)  # k is chosen by silhouette over 2..max_clusters
+    min_cluster_rows: int = Field(default=5, ge=1)  # k stays at most rows / min_cluster_rows
+    name_terms: int = Field(default=3, ge=1, le=10)  # distinctive terms in a cluster's name
+    max_rows: int = Field(default=5000, ge=10)  # k-means is fitted on a seeded sample this size; all rows assigned
+
+
 class Explain(_Strict):
-    """Why the model said so: rules (and, as they arrive, clusters and word-level explanations)."""
+    """Why the model said so: rules and discovery (and, as they arrive, word-level explanations)."""
     rules: Rules = Rules()
+    clusters: Clusters = Clusters()
 
 
 class PipelineSpec(_Strict):

@@ -19,7 +19,9 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert report["timestamp"]
     cold, rerun, incremental = report["cold"], report["rerun"], report["incremental"]
     assert cold["extracted"] > 300 and cold["computed"] > 0 and cold["encode_texts_per_s"] > 0
-    assert set(cold["timings_s"]) == {"extract", "validate", "textualize", "infer", "insights", "load"}
+    assert set(cold["timings_s"]) == {"extract", "validate", "textualize", "infer", "insights", "load",
+                                      "explain_rules", "explain_clusters"}
+    assert 0 < sum(cold["explain_shares"].values()) < cold["shares"]["insights"]
     # The re-run is served from the cache; the next day encodes exactly the texts of its changed rows.
     assert rerun["computed"] == 0 and rerun["encoded_texts"] == 0 and rerun["cached"] == cold["computed"]
     assert incremental["changed_rows"] > 0
@@ -37,6 +39,6 @@ def test_quick_bench_reports_every_figure(tmp_path):
     names = [f["figure"] for f in report["figures"]]
     assert any(n.startswith("re-run: time / cold") for n in names)
     assert any(n.startswith("load: COPY / to_sql") for n in names)
-    assert report["targets_total"] == 7
+    assert report["targets_total"] == 8
     assert "stub encoder (deterministic hash vectors, no model)" in done.stdout
     assert "figure" in done.stdout and "target" in done.stdout

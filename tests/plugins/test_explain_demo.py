@@ -1,4 +1,5 @@
-"""Rules on a real run of the demo: stored in <pipeline>_rules, naming price with the right direction."""
+"""Rules and clusters on a real run of the demo: <pipeline>_rules name price with the right direction; clusters are
+joined back to the rows and measured as a segment."""
 
 from __future__ import annotations
 
@@ -38,3 +39,15 @@ def test_demo_rules_name_price_with_the_right_direction(warehouse_conninfo):
         largest = next(r for r in rules if r[0] == explains)  # rule_order 1: the summary quotes it when faithful
         assert (largest[8] in summary) == largest[7]
         assert (f"No shallow rules reproduce {what} faithfully" in summary) != largest[7]
+
+    with psycopg.connect(warehouse_conninfo) as conn:
+        clusters = conn.execute("select cluster, name, rows, k, silhouette from insights.product_sales_clusters "
+                                "order by cluster").fetchall()
+        joined = conn.execute("select cluster, cluster_name, count(*) from insights.product_sales_rows "
+                              "group by 1, 2 order by 1").fetchall()
+        segment = conn.execute("select segment_value, row_count from insights.product_sales_segments "
+                               "where segment = 'cluster' and metric = 'units' order by segment_order").fetchall()
+    assert 2 <= len(clusters) <= SPEC.explain.clusters.max_clusters and all(c[3] == len(clusters) for c in clusters)
+    assert [(c[0], c[1], c[2]) for c in clusters] == joined
+    assert [(c[1], c[2]) for c in clusters] == segment
+    assert f"Discovery found {len(clusters)} groups of similar rows among 80" in summary
