@@ -224,11 +224,16 @@ def build_dag(spec: PipelineSpec) -> DAG:
             from lm_insights.steps.insights import build_insights
             from lm_insights.steps.infer import cache_key
 
+            from lm_insights.explain.words import explain_partition
+
             started = time.monotonic()
             with failing_fast(spec):
                 result = build_insights(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]),
                                         validated["rejected"])
-            return {"rows": result["rows"], "seconds": time.monotonic() - started, "timings": result["timings"]}
+                words = explain_partition(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]),
+                                          plan["model"])
+            return {"rows": result["rows"], "seconds": time.monotonic() - started,
+                    "timings": result["timings"] | {"explain_words": words["seconds"]}}
 
         @task
         def load(plan: dict) -> dict:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+from lm_insights.explain.words import explain_partition
 from lm_insights.steps.extract import extract_partition
 from lm_insights.steps.infer import CacheKey, cache_key, count_distinct_texts, head_version, infer_shard, plan_shards
 from lm_insights.steps.insights import build_insights
@@ -59,6 +60,7 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         record.computed = sum(s.computed for s in summaries)
         built = timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected))
         record.timings |= built["timings"]  # explain_* parts of the insights step
+        timed("explain_words", lambda: explain_partition(spec, sink_conninfo, partition, key, model, engine))
         record.loaded = timed("load", lambda: load_partition(spec, sink_conninfo, partition))["rows"]
         record.status = "success"
     except Exception as exc:

@@ -205,10 +205,22 @@ class Clusters(_Strict):
     max_rows: int = Field(default=5000, ge=10)  # k-means is fitted on a seeded sample this size; all rows assigned
 
 
+class Words(_Strict):
+    """Word-level explanations (captum) of each label set's label for a bounded sample of rows per partition."""
+    enabled: bool = True
+    uncertain_rows: int = Field(default=2, ge=0, le=1000)  # the rows with the smallest margin
+    random_rows: int = Field(default=2, ge=0, le=1000)  # plus a seeded random sample
+    method: Literal["kernel_shap", "lime", "ablation"] = "kernel_shap"  # ablation: leave one word out
+    n_samples: int = Field(default=32, ge=4, le=2000)  # perturbed texts encoded per row (kernel_shap, lime)
+    top_words: int = Field(default=5, ge=1, le=50)  # words stored per row
+    seed: int = 0
+
+
 class Explain(_Strict):
-    """Why the model said so: rules and discovery (and, as they arrive, word-level explanations)."""
+    """Why the model said so: rules, discovery and word-level explanations."""
     rules: Rules = Rules()
     clusters: Clusters = Clusters()
+    words: Words = Words()
 
 
 class PipelineSpec(_Strict):

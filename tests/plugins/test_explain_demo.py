@@ -1,5 +1,5 @@
-"""Rules and clusters on a real run of the demo: <pipeline>_rules name price with the right direction; clusters are
-joined back to the rows and measured as a segment."""
+"""Explain on a real run of the demo: <pipeline>_rules name price with the right direction; clusters are joined back
+to the rows and measured as a segment; word-level explanations of the sample are stored and cached."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 
+from lm_insights.explain import words as words_module
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
@@ -17,7 +18,7 @@ SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "p
 DAY = Partition.day("2026-11-01")
 
 
-def test_demo_rules_name_price_with_the_right_direction(warehouse_conninfo):
+def test_demo_rules_clusters_and_explanations(warehouse_conninfo, monkeypatch):
     demo_warehouse.create_schema(warehouse_conninfo)
     demo_warehouse.generate(warehouse_conninfo, start=DAY.start.date(), days=1, sales_per_day=80, reviews_per_day=0)
     assert run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY).status == "success"
@@ -51,3 +52,27 @@ def test_demo_rules_name_price_with_the_right_direction(warehouse_conninfo):
     assert [(c[0], c[1], c[2]) for c in clusters] == joined
     assert [(c[1], c[2]) for c in clusters] == segment
     assert f"Discovery found {len(clusters)} groups of similar rows among 80" in summary
+
+    with psycopg.connect(warehouse_conninfo) as conn:
+        explained = conn.execute("select _row_number, label_set, label, sample, top_word, words "
+                                 "from insights.product_sales_explanations order by sample, _row_number").fetchall()
+        texts = dict(conn.execute("select _row_number, text from insights.product_sales_rows").fetchall())
+        cached = conn.execute("select count(*) from insights.explanation_cache").fetchone()[0]
+    settings = SPEC.explain.words
+    assert [e[3] for e in explained] == ["random"] * settings.random_rows + ["uncertain"] * settings.uncertain_rows
+    assert len({e[0] for e in explained}) == len(explained) == cached
+    for number, label_set, label, _, top_word, words in explained:
+        assert label_set == "positioning" and label in SPEC.lm.label_sets["positioning"].labels
+        assert len(words) == settings.top_words and all(w["word"] in texts[number].split() for w in words)
+        assert top_word == max(words, key=lambda w: w["weight"])["word"]
+
+    def no_explaining(*args, **kwargs):
+        raise AssertionError("a rerun of the same rows must be served from the explanation cache")
+
+    monkeypatch.setattr(words_module, "explain_words", no_explaining)
+    rerun = run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY)
+    assert rerun.computed == 0 and "explain_words" in rerun.timings
+    with psycopg.connect(warehouse_conninfo) as conn:
+        assert conn.execute("select count(*) from insights.explanation_cache").fetchone()[0] == cached
+        assert conn.execute("select _row_number, label_set, label, sample, top_word, words from "
+                            "insights.product_sales_explanations order by sample, _row_number").fetchall() == explained

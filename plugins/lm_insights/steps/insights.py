@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from lm_insights.explain.changes import changes_summary
 from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, clusters_summary
 from lm_insights.explain.rules import build_rules, rules_summary
 from lm_insights.explain.similar import ensure_similarity_index
@@ -303,6 +304,7 @@ def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key:
         rule_sets = build_rules(spec, conn, partition)
         timings["explain_rules"] = round(time.monotonic() - started, 3)
         summary = " ".join([summarize(spec, conn, partition, drivers, rejected),
+                            *changes_summary(spec, conn, partition),
                             *clusters_summary(discovery, analysed),
                             *rules_summary(rule_sets, spec.explain.rules.min_fidelity)])
         target = staging_table(spec, partition, "summary")
