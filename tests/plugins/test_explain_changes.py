@@ -1,4 +1,5 @@
-"""What changed: the second day's summary compares it with the first, every figure with its n, all true."""
+"""What changed: the second day's summary compares it with the first, every figure with its n, all true; the HTML
+report of the two days is self-contained and has every section."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 
+from lm_insights.explain.report import store_report
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
@@ -40,3 +42,15 @@ def test_second_day_summary_says_what_changed_with_figures(warehouse_conninfo):
         assert float(change) == round((now_mean - then_mean) / abs(then_mean) * 100, 1)
     assert re.search(r"The positioning mix over \d+ rows \(against \d+\): ", second)
     assert re.search(r"The strongest driver of units (is still|changed from) \w+", second)
+
+    stored = store_report(warehouse_conninfo, ["test"])
+    with psycopg.connect(warehouse_conninfo) as conn:
+        page = conn.execute("select html from insights.reports where id = %s", (stored["report_id"],)).fetchone()[0]
+    assert page.startswith("<!doctype html>") and stored["html_chars"] == len(page)
+    assert page.count('<img alt="chart" src="data:image/png;base64,') == 2  # segments, positioning mix
+    assert not re.search(r"(src|href)=\"(https?:)?//", page), "the page loads nothing from the network"
+    for heading in ("Summary", "Segments", "Label mix: positioning", "Drivers", "Rules that reproduce the model",
+                    "Clusters", "Explained rows"):
+        section = page.split(f"<h3>{heading}</h3>", 1)[1].split("<h3>", 1)[0]
+        assert "<img" in section or "<tr><td>" in section or heading == "Summary" and len(section) > 100, heading
+    assert "<mark style=" in page and "Since the partition of 2026-11-01:" in page
