@@ -36,8 +36,8 @@ def test_a_planted_near_duplicate_comes_back_first(warehouse_conninfo):
     by_text = similar(SPEC, warehouse_conninfo, "espresso machine leaking water onto the counter", key, limit=2)
     assert {r["review_id"] for r in by_text} == {990001, 990002}
 
-    with psycopg.connect(warehouse_conninfo) as conn:  # the documented query can use the HNSW index
-        conn.execute("set enable_seqscan = off")
+    with psycopg.connect(warehouse_conninfo) as conn:  # the documented query can be ordered by the HNSW index
+        conn.execute("set enable_seqscan = off; set enable_sort = off; set enable_incremental_sort = off")
         plan = "\n".join(r[0] for r in conn.execute(
             psycopg.sql.SQL("explain ") + nearest_rows_sql(SPEC, key, 384, ["review_id"]),
             {"query": "[" + ",".join(["0.1"] * 384) + "]", "exclude": "", "limit": 3, "candidates": 30,

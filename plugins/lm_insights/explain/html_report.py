@@ -169,3 +169,14 @@ def render_html(conn, schema: str) -> str:
         f"<p>No successful runs in {html.escape(schema)}.runs yet.</p>"
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>LM insights report</title>'
             f"<style>{STYLE}</style></head><body><h1>LM insights report</h1>{body}</body></html>")
+
+
+def latest_html(conninfo: str, schema: str = "insights") -> str:
+    """The newest stored HTML report, or the page rendered now when none is stored yet."""
+    with db.connect(conninfo) as conn:
+        if db.table_columns(conn, schema, "reports").get("html"):
+            stored = conn.execute(sql.SQL("select html from {} where html is not null order by id desc limit 1")
+                                  .format(db.qualified(schema, "reports"))).fetchone()
+            if stored:
+                return stored[0]
+        return render_html(conn, schema)

@@ -17,6 +17,7 @@ from lm_insights.explain.changes import changes_summary
 from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, clusters_summary
 from lm_insights.explain.rules import build_rules, rules_summary
 from lm_insights.explain.similar import ensure_similarity_index
+from lm_insights.explain.words import create_explanations_table
 from lm_insights.runtime import db
 from lm_insights.steps.infer import CacheKey, cache_table
 from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
@@ -303,6 +304,7 @@ def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key:
         started = time.monotonic()
         rule_sets = build_rules(spec, conn, partition)
         timings["explain_rules"] = round(time.monotonic() - started, 3)
+        create_explanations_table(spec, conn, partition)  # filled by explain.words.explain_partition
         summary = " ".join([summarize(spec, conn, partition, drivers, rejected),
                             *changes_summary(spec, conn, partition),
                             *clusters_summary(discovery, analysed),
