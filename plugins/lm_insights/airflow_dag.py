@@ -146,7 +146,7 @@ def manual_interval(schedule: str, run_after: dt.datetime) -> tuple[dt.datetime,
 
 def doc_md(spec: PipelineSpec) -> str:
     tables = ", ".join(f"`{spec.sink.schema_}.{spec.name}_{t}`" for t in ("rows", "segments", "drivers",
-                                                                         "summaries", "rejects"))
+                                                                         "summaries", "rejects", "rules"))
     return (f"# {spec.name}\n\n{spec.description}\n\n"
             f"Reads `{spec.source.table}` one `{spec.source.partition_column}` partition per run, validates it, "
             f"turns each row into text, runs `{spec.lm.model}` and loads {tables}.\n\n"
@@ -244,12 +244,16 @@ def build_dag(spec: PipelineSpec) -> DAG:
             from lm_insights.steps.insights import build_insights
             from lm_insights.steps.infer import cache_key
 
+            from lm_insights.explain.words import explain_partition
+
             started = time.monotonic()
             with failing_fast(spec):
-                result = build_insights(spec, conninfo_for(sink), _partition(plan),
-                                        cache_key(spec, plan["model"], plan["heads"]), validated["rejected"],
+                key = cache_key(spec, plan["model"], plan["heads"])
+                result = build_insights(spec, conninfo_for(sink), _partition(plan), key, validated["rejected"],
                                         plan["heads"])
-            return {"rows": result["rows"], "quality": result["quality"], "seconds": time.monotonic() - started}
+                words = explain_partition(spec, conninfo_for(sink), _partition(plan), key, plan["model"])
+            return {"rows": result["rows"], "quality": result["quality"], "seconds": time.monotonic() - started,
+                    "timings": result["timings"] | {"explain_words": words["seconds"]}}
 
         @task
         def load(plan: dict) -> dict:
@@ -287,6 +291,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 ("load", loaded)) if step}
             if inferred:
                 timings["infer"] = round(sum(s["seconds"] for s in inferred), 3)
+            timings |= (built or {}).get("timings", {})  # explain_* parts of the insights step
             status = loaded.get("status", "success") if loaded else (
                 "dry_run" if plan["dry_run"] and validated else "failed")
             record = RunRecord(

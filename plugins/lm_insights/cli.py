@@ -7,6 +7,7 @@
     lm-insights release NAME --start D [--end D]   publish the partitions a drift gate held in quarantine
     lm-insights clean-staging [--older-than 1d]   drop staging tables that runs left behind
     lm-insights train NAME          train the pipeline's heads from its loaded rows (--rollback: previous version)
+    lm-insights similar NAME "text or row key"   the loaded rows nearest in meaning (e.g. "sale_id=5")
     lm-insights env                 shell exports for the airflow CLI against the embedded database
     lm-insights stop                stop the embedded PostgreSQL
 """
@@ -212,6 +213,26 @@ def clean_staging(older_than: str) -> None:
     say(f"dropped {len(dropped)} staging tables older than {older_than}" + "".join(f"\n  {t}" for t in dropped))
 
 
+def similar_rows(name: str, query: str, limit: int) -> None:
+    """Print the rows of pipeline ``name`` nearest ``query`` (a text, or a row key such as ``sale_id=5``)."""
+    from lm_insights.explain.report import table
+    from lm_insights.explain.similar import RowNotFound, similar
+    from lm_insights.spec import load_specs
+    from lm_insights.steps.infer import cache_key
+
+    server, _ = local_env.prepare()
+    specs = {s.name: s for s in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")}
+    if name not in specs:
+        raise SystemExit(f"unknown pipeline {name!r}; known: {sorted(specs)}")
+    try:
+        found = similar(specs[name], local_env.warehouse_conninfo(server), query, cache_key(specs[name]), limit)
+    except RowNotFound as exc:
+        raise SystemExit(f"lm-insights similar: {exc}") from None
+    if not found:
+        raise SystemExit(f"lm-insights similar: no rows with embeddings in {name} yet; run the pipeline first")
+    print(table(list(found[0]), [tuple(r.values()) for r in found]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lm-insights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,6 +264,10 @@ def main(argv: list[str] | None = None) -> None:
     train_parser.add_argument("--force", action="store_true", help="train even if nothing changed")
     train_parser.add_argument("--rollback", action="store_true",
                               help="train nothing: demote the promoted version, promote the one before")
+    similar_parser = commands.add_parser("similar", help="the rows nearest in meaning to a text or a row")
+    similar_parser.add_argument("pipeline")
+    similar_parser.add_argument("query", help='any text, or a row key such as "sale_id=5"')
+    similar_parser.add_argument("--limit", type=int, default=5)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -253,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
         run_one(args.pipeline, args.date or args.start, args.date or args.end or args.start, args.force_recompute)
     elif args.command == "release":
         release_one(args.pipeline, args.start, args.end or args.start)
+    elif args.command == "similar":
+        similar_rows(args.pipeline, args.query, args.limit)
     elif args.command == "clean-staging":
         clean_staging(args.older_than)
     elif args.command == "train":

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from lm_insights.learn.models import promoted_versions
+from lm_insights.explain.words import explain_partition
 from lm_insights.steps.extract import extract_partition
 from lm_insights.steps.infer import CacheKey, cache_key, count_distinct_texts, head_version, infer_shard, plan_shards
 from lm_insights.steps.insights import build_insights
@@ -62,6 +63,8 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         record.computed = sum(s.computed for s in summaries)
         built = timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected, heads))
         record.quality = built["quality"]
+        record.timings |= built["timings"]  # explain_* parts of the insights step
+        timed("explain_words", lambda: explain_partition(spec, sink_conninfo, partition, key, model, engine))
         verdict = timed("guard", lambda: guard_partition(spec, sink_conninfo, partition, key))
         record.loaded = timed("load", lambda: load_guarded(spec, sink_conninfo, partition, run_id, verdict))["rows"]
         record.status = verdict.status

@@ -277,6 +277,42 @@ class Sink(_Strict):
         return value
 
 
+class Rules(_Strict):
+    """Shallow decision trees that reproduce the model's labels and the target metric from the source columns."""
+    enabled: bool = True
+    max_depth: int = Field(default=3, ge=1, le=6)  # deeper trees stop being rules a person reads
+    min_fidelity: float = Field(default=0.8, ge=0, le=1)  # below: stored, marked not faithful, not quoted
+    min_leaf_rows: int = Field(default=5, ge=1)  # a rule must cover at least this many rows
+    max_rows: int = Field(default=20000, ge=10)  # rows per partition the trees are fitted on (seeded sample)
+
+
+class Clusters(_Strict):
+    """Discovery: groups of rows in embedding space (needs lm.embeddings), joined back as <pipeline>_rows.cluster."""
+    enabled: bool = True
+    max_clusters: int = Field(default=8, ge=2, le=30)  # k is chosen by silhouette over 2..max_clusters
+    min_cluster_rows: int = Field(default=5, ge=1)  # k stays at most rows / min_cluster_rows
+    name_terms: int = Field(default=3, ge=1, le=10)  # distinctive terms in a cluster's name
+    max_rows: int = Field(default=5000, ge=10)  # k-means is fitted on a seeded sample this size; all rows assigned
+
+
+class Words(_Strict):
+    """Word-level explanations (captum) of each label set's label for a bounded sample of rows per partition."""
+    enabled: bool = True
+    uncertain_rows: int = Field(default=2, ge=0, le=1000)  # the rows with the smallest margin
+    random_rows: int = Field(default=2, ge=0, le=1000)  # plus a seeded random sample
+    method: Literal["kernel_shap", "lime", "ablation"] = "kernel_shap"  # ablation: leave one word out
+    n_samples: int = Field(default=32, ge=4, le=2000)  # perturbed texts encoded per row (kernel_shap, lime)
+    top_words: int = Field(default=5, ge=1, le=50)  # words stored per row
+    seed: int = 0
+
+
+class Explain(_Strict):
+    """Why the model said so: rules, discovery and word-level explanations."""
+    rules: Rules = Rules()
+    clusters: Clusters = Clusters()
+    words: Words = Words()
+
+
 class PipelineSpec(_Strict):
     _path: Path | None = PrivateAttr(default=None)  # the YAML file it came from, named in errors
     name: str = Field(max_length=32)  # dag_id and prefix of the insight and staging tables (63-character limit)
@@ -294,6 +330,7 @@ class PipelineSpec(_Strict):
     insights: Insights
     sink: Sink = Sink()
     guard: Guard | None = None  # drift gates; None: no gates
+    explain: Explain = Explain()
 
     @field_validator("name")
     @classmethod

@@ -19,7 +19,11 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert report["timestamp"]
     cold, rerun, incremental = report["cold"], report["rerun"], report["incremental"]
     assert cold["extracted"] > 300 and cold["computed"] > 0 and cold["encode_texts_per_s"] > 0
-    assert set(cold["timings_s"]) == {"extract", "validate", "textualize", "infer", "insights", "guard", "load"}
+    assert set(cold["timings_s"]) == {"extract", "validate", "textualize", "infer", "insights", "guard", "load",
+                                      "explain_rules", "explain_clusters", "explain_words"}
+    assert all(share > 0 for share in cold["explain_shares"].values())
+    assert cold["explain_shares"]["explain_rules"] + cold["explain_shares"]["explain_clusters"] \
+        < cold["shares"]["insights"]
     # The re-run is served from the cache; the next day encodes exactly the texts of its changed rows.
     assert rerun["computed"] == 0 and rerun["encoded_texts"] == 0 and rerun["cached"] == cold["computed"]
     assert incremental["changed_rows"] > 0
@@ -38,6 +42,6 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert any(n.startswith("re-run: time / cold") for n in names)
     assert any(n.startswith("load: COPY / to_sql") for n in names)
     assert any(n.startswith("next day: row flags + drift gates / cold run") for n in names)
-    assert report["targets_total"] == 8
+    assert report["targets_total"] == 9
     assert "stub encoder (deterministic hash vectors, no model)" in done.stdout
     assert "figure" in done.stdout and "target" in done.stdout

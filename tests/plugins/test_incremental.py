@@ -17,7 +17,7 @@ from lm_insights.steps.load import load_partition
 from lm_insights.steps.partition import Partition
 from lm_insights.steps.infer import cache_key
 from lm_insights.pipeline import run_partition
-from lm_insights.spec import load_spec
+from lm_insights.spec import Words, load_spec
 from lm_insights.steps.textualize import format_value, textualize_partition
 from lm_insights.steps.extract import extract_partition
 from lm_insights.steps.validate import validate_partition
@@ -51,8 +51,10 @@ class CountingEngine:
 
 @pytest.fixture
 def spec():
-    """product_sales without attributions, so every encoded text is a row's text (attributions: own test)."""
-    return with_lm(load_spec(SPEC_FILE), attributions=False)
+    """product_sales without attributions or word explanations, so every encoded text is a row's text (both have
+    their own tests)."""
+    loaded = with_lm(load_spec(SPEC_FILE), attributions=False)
+    return loaded.model_copy(update={"explain": loaded.explain.model_copy(update={"words": Words(enabled=False)})})
 
 
 @pytest.fixture

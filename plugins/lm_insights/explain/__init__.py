@@ -1,1 +1,1 @@
-"""What the platform tells people about a partition: reports (and, as they arrive, rules, clusters, explanations)."""
+"""Why the model said so: rules, clusters, search by meaning, word-level explanations, what changed, reports."""

@@ -72,10 +72,13 @@ def render_text(conn, schema: str = DEFAULT_SCHEMA) -> str:
 
 
 def store_report(conninfo: str, triggered_by: list[str], schema: str = DEFAULT_SCHEMA) -> dict[str, object]:
-    """Render the report and keep it in ``<schema>.reports``; return its id and size."""
+    """Render the report as text and as HTML and keep both in ``<schema>.reports``; return its id and sizes."""
+    from lm_insights.explain.html_report import render_html
+
     with db.connect(conninfo) as conn:
         db.ensure_insight_schema(conn, schema)
-        text = render_text(conn, schema)
-        report_id = conn.execute(sql.SQL("insert into {} (triggered_by, report) values (%s, %s) returning id")
-                                 .format(db.qualified(schema, "reports")), (triggered_by, text)).fetchone()[0]
-    return {"report_id": report_id, "chars": len(text), "triggered_by": triggered_by}
+        text, page = render_text(conn, schema), render_html(conn, schema)
+        report_id = conn.execute(sql.SQL("insert into {} (triggered_by, report, html) values (%s, %s, %s) "
+                                         "returning id").format(db.qualified(schema, "reports")),
+                                 (triggered_by, text, page)).fetchone()[0]
+    return {"report_id": report_id, "chars": len(text), "html_chars": len(page), "triggered_by": triggered_by}

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 from psycopg import sql
 
 from lm_insights.learn import quality as head_quality
 from lm_insights.learn.heads import head_columns, output_suffixes
+from lm_insights.explain.changes import changes_summary
+from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, clusters_summary
+from lm_insights.explain.rules import build_rules, rules_summary
+from lm_insights.explain.similar import ensure_similarity_index
+from lm_insights.explain.words import create_explanations_table
 from lm_insights.runtime import db
 from lm_insights.steps.infer import CacheKey, cache_table
 from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
@@ -72,8 +78,8 @@ def build_rows(spec: PipelineSpec, conn, partition: Partition, key: CacheKey) ->
         )
     selected = [sql.SQL("%(partition_start)s::timestamptz as partition_start"), sql.SQL("e._row_number")]
     selected += [sql.Identifier("e", c) for c in spec.row_columns]
-    selected += [sql.SQL("t.text"), *label_columns(spec), *head_columns(spec), sql.SQL("c.n_tokens"),
-                 sql.SQL("c.truncated")]
+    selected += [sql.SQL("t.text"), sql.SQL("t.text_sha256"), *label_columns(spec), *head_columns(spec),
+                 sql.SQL("c.n_tokens"), sql.SQL("c.truncated")]
     attributions = []
     if spec.lm.attributions:
         build_attributions(spec, conn, partition, key)
@@ -155,18 +161,17 @@ def tier_expression(tiers: Tiers) -> tuple[sql.Composable, sql.Composable]:
     return name, order
 
 
-def build_segments(spec: PipelineSpec, conn, partition: Partition) -> None:
-    """Staging ``segments``: count, mean, variance, stddev, min, max of every metric per segment value."""
+def build_segments(spec: PipelineSpec, conn, partition: Partition, clustered: bool = False) -> None:
+    """Staging ``segments``: count, mean, variance, stddev, min, max of every metric per segment value
+    (with ``clustered``, also per discovered cluster)."""
     target = staging_table(spec, partition, "segments")
     rows = staging_table(spec, partition, "rows")
     selects = []
-    for segment in spec.insights.segments:
-        if segment.by_tiers:
-            value, order = tier_expression(segment.by_tiers)
-        else:
-            value = sql.SQL("coalesce({}, {})").format(sql.Identifier(f"{segment.by_label}_label"),
-                                                       sql.Literal(UNKNOWN_SEGMENT))
-            order = sql.SQL("0")
+    segments = [(s.name, *segment_expressions(s)) for s in spec.insights.segments]
+    if clustered:
+        segments.append((CLUSTER_SEGMENT, sql.SQL("coalesce(cluster_name, {})").format(sql.Literal(UNKNOWN_SEGMENT)),
+                         sql.SQL("coalesce(cluster, 0)")))
+    for name, value, order in segments:
         for metric in spec.insights.metrics:
             m = finite(sql.Identifier(metric))
             selects.append(sql.SQL(
@@ -174,13 +179,21 @@ def build_segments(spec: PipelineSpec, conn, partition: Partition) -> None:
                 "{metric_name} as metric, count({m}) as row_count, avg({m})::float8 as mean, "
                 "var_samp({m})::float8 as variance, stddev_samp({m})::float8 as stddev, "
                 "min({m})::float8 as min, max({m})::float8 as max from {rows} group by 2"
-            ).format(segment=sql.Literal(segment.name), value=value, order=order,
+            ).format(segment=sql.Literal(name), value=value, order=order,
                      metric_name=sql.Literal(metric), m=m, rows=rows))
     conn.execute(sql.SQL("drop table if exists {}").format(target))
     conn.execute(sql.SQL(
         "create table {target} as select %(partition_start)s::timestamptz as partition_start, s.* "
         "from ({union}) as s order by segment, segment_order, segment_value, metric"
     ).format(target=target, union=sql.SQL(" union all ").join(selects)), {"partition_start": partition.start})
+
+
+def segment_expressions(segment) -> tuple[sql.Composable, sql.Composable]:
+    """A spec segment's value and order expressions over staging ``rows``."""
+    if segment.by_tiers:
+        return tier_expression(segment.by_tiers)
+    return (sql.SQL("coalesce({}, {})").format(sql.Identifier(f"{segment.by_label}_label"),
+                                               sql.Literal(UNKNOWN_SEGMENT)), sql.SQL("0"))
 
 
 def numeric_driver(conn, rows: sql.Composable, field: str, target: str) -> Driver | None:
@@ -216,7 +229,7 @@ def measure_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driv
     types = db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "rows"))
     # Other metrics are outcomes like the target (revenue = price x units), not factors that drive it.
     skip = {*spec.source.key, spec.source.partition_column, *spec.insights.metrics, "_row_number",
-            "partition_start", "text", "n_tokens"}
+            "partition_start", "text", "text_sha256", "n_tokens", "cluster"}
     # A head trained to predict the target explains it by construction: it is measured in <pipeline>_quality.
     skip |= {f"{name}_label" for name, head in spec.lm.heads.items() if head.target == spec.target}
     drivers = []
@@ -263,7 +276,7 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
             by_segment.setdefault(segment, []).append(
                 f"{value}: {count} {'row' if count == 1 else 'rows'}, mean {mean:.1f}{spread}")
     for segment, items in by_segment.items():
-        parts.append(f"{spec.target} by {segment.split(':', 1)[1]} — " + "; ".join(items) + ".")
+        parts.append(f"{spec.target} by {segment.split(':', 1)[-1]} — " + "; ".join(items) + ".")
     if spec.lm.attributions:
         for name in spec.lm.label_sets:
             field, share = conn.execute(sql.SQL(
@@ -284,14 +297,26 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
 
 def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
                    rejected: int, heads: dict[str, int] | None = None) -> dict[str, object]:
-    """Build staging ``rows``, ``segments``, ``drivers``, ``summary`` (and ``quality`` when the spec has trained
-    heads, ``heads`` being the versions the run used); return counts, the summary and the quality figures."""
+    """Build staging ``rows``, ``clusters``, ``segments``, ``drivers``, ``rules``, ``summary`` (and ``quality``
+    when the spec has trained heads, ``heads`` being the versions the run used); return counts, the summary, the
+    quality figures and the seconds of the explain parts (part of the insights step's time)."""
     quality = None
     with db.connect(conninfo) as conn:
         analysed = build_rows(spec, conn, partition, key)
-        build_segments(spec, conn, partition)
+        started = time.monotonic()
+        discovery = build_clusters(spec, conn, partition, key)
+        ensure_similarity_index(spec, conn, key)
+        timings = {"explain_clusters": round(time.monotonic() - started, 3)}
+        build_segments(spec, conn, partition, clustered=discovery is not None)
         drivers = build_drivers(spec, conn, partition)
-        summary = summarize(spec, conn, partition, drivers, rejected)
+        started = time.monotonic()
+        rule_sets = build_rules(spec, conn, partition)
+        timings["explain_rules"] = round(time.monotonic() - started, 3)
+        create_explanations_table(spec, conn, partition)  # filled by explain.words.explain_partition
+        summary = " ".join([summarize(spec, conn, partition, drivers, rejected),
+                            *changes_summary(spec, conn, partition),
+                            *clusters_summary(discovery, analysed),
+                            *rules_summary(rule_sets, spec.explain.rules.min_fidelity)])
         if spec.lm.heads:
             measured = head_quality.build_quality(spec, conn, partition, heads or {})
             summary = " ".join([summary, *head_quality.sentences(spec, measured)])
@@ -302,4 +327,5 @@ def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key:
                      .format(target))
         conn.execute(sql.SQL("insert into {} values (%s, %s)").format(target), (partition.start, summary))
     log.info("%s", summary)
-    return {"rows": analysed, "drivers": len(drivers), "summary": summary, "quality": quality}
+    return {"rows": analysed, "drivers": len(drivers), "rules": sum(len(r.rules) for r in rule_sets),
+            "summary": summary, "quality": quality, "timings": timings}

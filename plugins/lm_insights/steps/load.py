@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 # Insight table suffix -> staging step it is loaded from.
 INSIGHT_TABLES = {"rows": "rows", "segments": "segments", "drivers": "drivers", "summaries": "summary",
-                  "rejects": "rejects_loaded"}
+                  "rejects": "rejects_loaded", "rules": "rules",
+                  "clusters": "clusters", "explanations": "explanations"}
 # One row per source row: a run replaces the rows whose own partition-column value lies in its interval. Every other
 # insight table is an aggregate of a partition: a run replaces its interval's aggregates and drops those of every
 # interval that overlaps it, since they describe rows that this run has just replaced.
@@ -182,6 +183,8 @@ def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition, held
                 conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
                     sql.Identifier(f"{spec.name}_{prefix}rows_by_partition"), table,
                     sql.Identifier(spec.source.partition_column)))
+                conn.execute(sql.SQL("create index if not exists {} on {} (text_sha256)").format(  # search by meaning
+                    sql.Identifier(f"{spec.name}_rows_by_text_sha256"), table))
             replace_interval(spec, conn, suffix, table, partition)
             staged = [c for c in db.table_columns(conn, STAGING_SCHEMA, source_name)
                       if c not in ("partition_start", "partition_end")]

@@ -1,0 +1,78 @@
+"""Explain on a real run of the demo: <pipeline>_rules name price with the right direction; clusters are joined back
+to the rows and measured as a segment; word-level explanations of the sample are stored and cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from lm_insights.explain import words as words_module
+from lm_insights.pipeline import run_partition
+from lm_insights.runtime import demo_warehouse
+from lm_insights.spec import load_spec
+from lm_insights.steps.partition import Partition
+from tests.plugins.test_explain_rules import bounds
+
+SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml")
+DAY = Partition.day("2026-11-01")
+
+
+def test_demo_rules_clusters_and_explanations(warehouse_conninfo, monkeypatch):
+    demo_warehouse.create_schema(warehouse_conninfo)
+    demo_warehouse.generate(warehouse_conninfo, start=DAY.start.date(), days=1, sales_per_day=80, reviews_per_day=0)
+    assert run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY).status == "success"
+    with psycopg.connect(warehouse_conninfo) as conn:
+        rules = conn.execute("select explains, conditions, prediction, rows, fidelity, depth, n, faithful, rule "
+                             "from insights.product_sales_rules order by explains, rule_order").fetchall()
+        summary = conn.execute("select summary from insights.product_sales_summaries").fetchone()[0]
+    units = [r for r in rules if r[0] == "units"]
+    assert units and all(r[5] <= SPEC.explain.rules.max_depth and r[6] == 80 for r in units)
+    highest, lowest = max(units, key=lambda r: float(r[2])), min(units, key=lambda r: float(r[2]))
+    assert "price" in highest[1] and "price" in lowest[1]
+    assert bounds(highest[1], "price")[1] <= bounds(lowest[1], "price")[0], "more units at the lower price"
+    assert sum(r[3] for r in units) == 80
+    positioning = [r for r in rules if r[0] == "positioning"]
+    premium_prices = [bounds(r[1], "price")[0] for r in positioning if r[2] == "premium" and "price >" in r[1]]
+    budget_prices = [bounds(r[1], "price")[1] for r in positioning if r[2] == "budget" and "price <=" in r[1]]
+    assert premium_prices and budget_prices and min(premium_prices) >= max(budget_prices)
+    for explains, what in (("units", "units"), ("positioning", "the positioning label")):
+        largest = next(r for r in rules if r[0] == explains)  # rule_order 1: the summary quotes it when faithful
+        assert (largest[8] in summary) == largest[7]
+        assert (f"No shallow rules reproduce {what} faithfully" in summary) != largest[7]
+
+    with psycopg.connect(warehouse_conninfo) as conn:
+        clusters = conn.execute("select cluster, name, rows, k, silhouette from insights.product_sales_clusters "
+                                "order by cluster").fetchall()
+        joined = conn.execute("select cluster, cluster_name, count(*) from insights.product_sales_rows "
+                              "group by 1, 2 order by 1").fetchall()
+        segment = conn.execute("select segment_value, row_count from insights.product_sales_segments "
+                               "where segment = 'cluster' and metric = 'units' order by segment_order").fetchall()
+    assert 2 <= len(clusters) <= SPEC.explain.clusters.max_clusters and all(c[3] == len(clusters) for c in clusters)
+    assert [(c[0], c[1], c[2]) for c in clusters] == joined
+    assert [(c[1], c[2]) for c in clusters] == segment
+    assert f"Discovery found {len(clusters)} groups of similar rows among 80" in summary
+
+    with psycopg.connect(warehouse_conninfo) as conn:
+        explained = conn.execute("select _row_number, label_set, label, sample, top_word, words "
+                                 "from insights.product_sales_explanations order by sample, _row_number").fetchall()
+        texts = dict(conn.execute("select _row_number, text from insights.product_sales_rows").fetchall())
+        cached = conn.execute("select count(*) from insights.explanation_cache").fetchone()[0]
+    settings = SPEC.explain.words
+    assert [e[3] for e in explained] == ["random"] * settings.random_rows + ["uncertain"] * settings.uncertain_rows
+    assert len({e[0] for e in explained}) == len(explained) == cached
+    for number, label_set, label, _, top_word, words in explained:
+        assert label_set == "positioning" and label in SPEC.lm.label_sets["positioning"].labels
+        assert len(words) == settings.top_words and all(w["word"] in texts[number].split() for w in words)
+        assert top_word == max(words, key=lambda w: w["weight"])["word"]
+
+    def no_explaining(*args, **kwargs):
+        raise AssertionError("a rerun of the same rows must be served from the explanation cache")
+
+    monkeypatch.setattr(words_module, "explain_words", no_explaining)
+    rerun = run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY)
+    assert rerun.computed == 0 and "explain_words" in rerun.timings
+    with psycopg.connect(warehouse_conninfo) as conn:
+        assert conn.execute("select count(*) from insights.explanation_cache").fetchone()[0] == cached
+        assert conn.execute("select _row_number, label_set, label, sample, top_word, words from "
+                            "insights.product_sales_explanations order by sample, _row_number").fetchall() == explained
