@@ -3,6 +3,8 @@
     lm-insights demo [--days 3]     set up, fill the demo warehouse, run every demo pipeline through real DAG runs
     lm-insights up                  the Airflow UI (airflow standalone) on the same database
     lm-insights run NAME --date D   one partition of one pipeline without a scheduler
+    lm-insights init-pipeline NAME --table schema.table [--conn CONN] [--key COL ...]
+                                    write dags/pipelines/NAME.yaml proposed from a live table
     lm-insights env                 shell exports for the airflow CLI against the embedded database
     lm-insights stop                stop the embedded PostgreSQL
 """
@@ -99,6 +101,59 @@ def run_one(name: str, day: str, force: bool) -> None:
         f"cached {record.cached}, computed {record.computed}, loaded {record.loaded}, timings {record.timings}")
 
 
+def init_pipeline_command(args: argparse.Namespace) -> None:
+    """``init-pipeline``: resolve the connection, write the spec, print what was proposed and what to do next."""
+    from lm_insights.init_pipeline import InitError, init_pipeline
+
+    conninfo, conn_id = resolve_conn(args.conn, args.conn_id)
+    try:
+        result = init_pipeline(args.name, conninfo, args.table, conn_id=conn_id, key=args.key,
+                               partition_column=args.partition_column, pipelines_dir=args.pipelines_dir,
+                               force=args.force, create_view=args.create_view)
+    except InitError as exc:
+        raise SystemExit(f"init-pipeline: {exc}") from None
+    if result.view_sql:
+        say("some names cannot go into a spec as they are; the spec reads this view:")
+        print(result.view_sql)
+        say("view created" if result.view_created else
+            "view NOT created: run the SQL above, or rerun with --create-view")
+    say(f"wrote {result.path}")
+    print(f"  source     {result.table}, key {result.key} ({result.key_source}), partition column "
+          f"{result.partition_column} ({result.partition_days} days), profiled {result.sample_rows} recent rows")
+    print(f"  proposed   {result.expectations} expectations, text columns {result.text_columns}")
+    print(f"  insights   metrics {result.metrics}, segments {result.segments}")
+    day = result.last_day or "YYYY-MM-DD"
+    print(f"  next       review the file, then: lm-insights run {args.name} --date {day}   "
+          f"(or trigger the DAG {args.name} in the UI: make up)")
+
+
+def resolve_conn(conn: str, conn_id: str | None) -> tuple[str, str]:
+    """(libpq conninfo, Airflow connection id for the spec) of ``--conn``: a conninfo/URL, or a connection id."""
+    if "=" in conn or "://" in conn:
+        return conn, conn_id or "warehouse"
+    if conn == "warehouse" and "AIRFLOW_CONN_WAREHOUSE" not in os.environ:  # the embedded default
+        return local_env.warehouse_conninfo(embedded_pg.start()), conn
+    from lm_insights.airflow_dag import conninfo_for
+
+    return conninfo_for(conn), conn_id or conn
+
+
+def add_init_pipeline_parser(commands) -> None:
+    parser = commands.add_parser("init-pipeline", help="write dags/pipelines/NAME.yaml proposed from a live table")
+    parser.add_argument("name", help="pipeline name (dag_id): lowercase letters, digits, '_'")
+    parser.add_argument("--table", required=True, help="schema.table (or a view) to read")
+    parser.add_argument("--conn", default="warehouse",
+                        help="Airflow connection id, or a libpq conninfo / postgresql:// URL (default: warehouse, "
+                             "the embedded database)")
+    parser.add_argument("--conn-id", help="connection id the spec names when --conn is a conninfo (default warehouse)")
+    parser.add_argument("--key", nargs="+", help="columns that identify a row (default: primary key / unique index)")
+    parser.add_argument("--partition-column", help="date/timestamp column (default: the one with most distinct days)")
+    parser.add_argument("--pipelines-dir", default=str(local_env.PROJECT_DIR / "dags" / "pipelines"))
+    parser.add_argument("--force", action="store_true", help="replace an existing spec file")
+    parser.add_argument("--create-view", action="store_true",
+                        help="create the generated view when a name must change (printed either way)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lm-insights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,12 +167,15 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument("pipeline")
     run_parser.add_argument("--date", required=True, help="the day to process, YYYY-MM-DD")
     run_parser.add_argument("--force-recompute", action="store_true")
+    add_init_pipeline_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         demo(args.days)
     elif args.command == "run":
         run_one(args.pipeline, args.date, args.force_recompute)
+    elif args.command == "init-pipeline":
+        init_pipeline_command(args)
     elif args.command == "up":
         local_env.prepare()
         say("starting airflow standalone: http://localhost:8080 (Ctrl-C stops it; `make stop` stops the database)")

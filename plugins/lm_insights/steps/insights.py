@@ -153,6 +153,10 @@ def build_segments(spec: PipelineSpec, conn, partition: Partition) -> None:
     for segment in spec.insights.segments:
         if segment.by_tiers:
             value, order = tier_expression(segment.by_tiers)
+        elif segment.by_column:
+            value = sql.SQL("coalesce({}::text, {})").format(sql.Identifier(segment.by_column),
+                                                            sql.Literal(UNKNOWN_SEGMENT))
+            order = sql.SQL("0")
         else:
             value = sql.SQL("coalesce({}, {})").format(sql.Identifier(f"{segment.by_label}_label"),
                                                        sql.Literal(UNKNOWN_SEGMENT))
