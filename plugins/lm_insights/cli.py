@@ -1,6 +1,6 @@
 """``lm-insights``: the embedded default deployment from the command line.
 
-    lm-insights demo [--days 3]     set up, fill the demo warehouse, run every demo pipeline through real DAG runs
+    lm-insights demo [--days 3]     set up, fill the demo warehouse, backfill every demo pipeline through a scheduler
     lm-insights up                  the Airflow UI (airflow standalone) on the same database
     lm-insights run NAME --date D   one partition of one pipeline without a scheduler
     lm-insights init-pipeline NAME --table schema.table [--conn CONN] [--key COL ...]
@@ -36,42 +36,92 @@ def run_dag(dag_id: str, day: dt.date, conf: dict | None = None):
     return bag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf or {})
 
 
-def demo(days: int) -> None:
+def demo(days: int, sales_per_day: int, reviews_per_day: int) -> None:
     from lm_insights.runtime import demo_warehouse
     from lm_insights.spec import load_specs
 
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # task logs stay in the UI; keep stdout short
-    server, _ = local_env.prepare()
+    server, env = local_env.prepare()
     conninfo = local_env.warehouse_conninfo(server)
     say(f"filling the demo warehouse ({DEMO_WAREHOUSE_DAYS} days from {DEMO_START})")
     demo_warehouse.create_schema(conninfo)
-    counts = demo_warehouse.generate(conninfo, start=DEMO_START, days=DEMO_WAREHOUSE_DAYS)
+    counts = demo_warehouse.generate(conninfo, start=DEMO_START, days=DEMO_WAREHOUSE_DAYS,
+                                     sales_per_day=sales_per_day, reviews_per_day=reviews_per_day)
     say(f"warehouse rows: {counts}")
-    for spec in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines"):
-        for offset in range(days):
-            day = DEMO_START + dt.timedelta(days=offset)
-            say(f"DAG run {spec.name} for {day}: extract, validate, textualize, infer, insights, load")
-            started = time.monotonic()
-            run = run_dag(spec.name, day)
-            if run.state != "success":
-                raise SystemExit(f"{spec.name} {day}: DAG run ended {run.state}; rerun with "
-                                 "AIRFLOW__LOGGING__LOGGING_LEVEL=INFO to see the task logs")
-            say(f"  {run_counts(conninfo, run.run_id)} in {time.monotonic() - started:.0f}s")
+    pipelines = [spec.name for spec in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")]
+    run_demo_backfills(env, conninfo, pipelines, DEMO_START, DEMO_START + dt.timedelta(days=days - 1))
     print_highlights(conninfo)
     info = server.get_postmaster_info()
     say("query the insight tables with:")
     print(f"  psql \"host={info.socket_dir} port={info.port} user=postgres dbname={local_env.WAREHOUSE_DB}\"")
     print("  tables: insights.<pipeline>_rows, _segments, _drivers, _summaries, _rejects; insights.runs")
-    print("  Airflow UI: make up (http://localhost:8080)")
+    print("  Airflow UI: make up (http://localhost:8080): the runs, their task logs, the insights_report DAG")
 
 
-def run_counts(conninfo: str, run_id: str) -> str:
+DEMO_REPORT_DAG = "insights_report"
+
+
+def run_demo_backfills(env: dict[str, str], conninfo: str, pipelines: list[str], first: dt.date,
+                       last: dt.date, timeout_s: float = 3600.0) -> list[dict]:
+    """Backfill ``first..last`` of every pipeline through a scheduler (LocalExecutor), as the UI will show it.
+
+    The DAGs are unpaused for the backfill and paused again after it (unpaused, `make up`'s scheduler would run
+    the latest cron interval, which has no demo data). Returns the finished runs (REST API dicts).
+    """
+    from lm_insights.runtime.services import LocalStack
+
+    stack = LocalStack(dict(env), local_env.default_airflow_home().parent / "demo_services")
+    dag_ids = [*pipelines, DEMO_REPORT_DAG]
+    say(f"starting a scheduler (LocalExecutor), a dag-processor and an api-server; logs in {stack.run_dir}")
+    started = time.monotonic()
+    stack.start(dag_ids=dag_ids, unpaused=dag_ids)
+    try:
+        say(f"services up in {time.monotonic() - started:.0f}s; backfilling {first}..{last} of {', '.join(pipelines)}")
+        for dag_id in pipelines:
+            local_env.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", first.isoformat(),
+                              "--to-date", last.isoformat(), "--max-active-runs", "1",
+                              "--reprocess-behavior", "completed")
+        return wait_for_demo_runs(stack, conninfo, pipelines, (last - first).days + 1, timeout_s)
+    finally:
+        for dag_id in dag_ids:
+            stack.set_paused(dag_id, True)
+        stack.stop()
+
+
+def wait_for_demo_runs(stack, conninfo: str, pipelines: list[str], days: int, timeout_s: float) -> list[dict]:
+    """Print each backfill run as it finishes (counts from insights.runs); fail naming the first failed run."""
+    deadline = time.monotonic() + timeout_s
+    done: dict[tuple[str, str], dict] = {}  # (dag_id, run_id): backfill run ids repeat across DAGs
+    while len(done) < days * len(pipelines):
+        stack.check_running()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo backfills not done after {timeout_s:.0f}s; service logs in {stack.run_dir}")
+        for dag_id in pipelines:
+            runs = stack.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?run_type=backfill&limit=100")["dag_runs"]
+            for run in runs:
+                if run["state"] not in ("success", "failed") or (dag_id, run["dag_run_id"]) in done:
+                    continue
+                done[dag_id, run["dag_run_id"]] = run
+                seconds = (_utc(run["end_date"]) - _utc(run["start_date"])).total_seconds()
+                say(f"{dag_id} {run['data_interval_start'][:10]}: {run['state']} in {seconds:.0f}s, "
+                    f"{run_counts(conninfo, dag_id, run['dag_run_id'])}")
+                if run["state"] == "failed":
+                    raise SystemExit(f"{dag_id} run {run['dag_run_id']} failed: see its task logs in the UI "
+                                     f"(make up) or under {stack.base_env['AIRFLOW_HOME']}/logs")
+        time.sleep(2)
+    return list(done.values())
+
+
+def _utc(timestamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+def run_counts(conninfo: str, pipeline: str, run_id: str) -> str:
     """The counts a DAG run recorded in insights.runs, as one line."""
     from lm_insights.runtime import db
 
     with db.connect(conninfo) as conn:
         row = conn.execute("select extracted, rejected, cached, computed, loaded from insights.runs "
-                           "where run_id = %s", (run_id,)).fetchone()
+                           "where pipeline = %s and run_id = %s", (pipeline, run_id)).fetchone()
     names = ("extracted", "rejected", "cached", "computed", "loaded")
     return ", ".join(f"{n} {v}" for n, v in zip(names, row)) if row else "no runs row recorded"
 
@@ -159,7 +209,10 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run the demo pipelines on the embedded default")
-    demo_parser.add_argument("--days", type=int, default=3, help="daily partitions to run per pipeline")
+    demo_parser.add_argument("--days", type=int, default=3, choices=range(1, DEMO_WAREHOUSE_DAYS + 1),
+                             metavar="1..7", help="daily partitions to backfill per pipeline")
+    demo_parser.add_argument("--sales-per-day", type=int, default=300, help="catalogue sales rows per demo day")
+    demo_parser.add_argument("--reviews-per-day", type=int, default=100, help="reviews per demo day")
     commands.add_parser("up", help="start the Airflow UI (airflow standalone)")
     commands.add_parser("env", help="print shell exports for the airflow CLI")
     commands.add_parser("stop", help="stop the embedded PostgreSQL")
@@ -171,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        demo(args.days)
+        demo(args.days, args.sales_per_day, args.reviews_per_day)
     elif args.command == "run":
         run_one(args.pipeline, args.date, args.force_recompute)
     elif args.command == "init-pipeline":
@@ -184,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         os.execve(os.path.join(venv_bin, "airflow"), ["airflow", "standalone"], os.environ)
     elif args.command == "env":
         server = embedded_pg.start()
-        for name, value in local_env.airflow_environment(server, local_env.PROJECT_DIR / ".local" / "airflow").items():
+        for name, value in local_env.airflow_environment(server, local_env.default_airflow_home()).items():
             print(f"export {name}={shlex.quote(value)}")
     elif args.command == "stop":
         say("embedded PostgreSQL stopped" if embedded_pg.stop() else "embedded PostgreSQL was not running")

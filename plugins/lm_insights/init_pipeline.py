@@ -307,8 +307,8 @@ def _range(profile: ColumnProfile) -> tuple[float | int, float | int, str]:
     p1, p99 = profile.quantile(0.01), profile.quantile(0.99)
     margin = max((p99 - p1) * RANGE_MARGIN, abs(p99) * 0.1, 1.0)
     low, high = _nice(p1 - margin, up=False), _nice(p99 + margin, up=True)
-    if min(profile.numbers) >= 0 and low < 0:
-        low = 0  # a quantity seen only non-negative stays non-negative
+    if p1 >= 0 and low < 0:
+        low = 0  # a quantity that is non-negative but for outliers stays non-negative
     comment = (f"sample: min {_figure(min(profile.numbers))}, p1 {_figure(p1)}, median "
                f"{_figure(profile.quantile(0.5))}, p99 {_figure(p99)}, max {_figure(max(profile.numbers))}; "
                f"range = p1..p99 widened by {RANGE_MARGIN:.0%}")
