@@ -54,10 +54,7 @@ def demo(days: int, sales_per_day: int, reviews_per_day: int) -> None:
     say("query the insight tables with:")
     print(f"  psql \"host={info.socket_dir} port={info.port} user=postgres dbname={local_env.WAREHOUSE_DB}\"")
     print("  tables: insights.<pipeline>_rows, _segments, _drivers, _summaries, _rejects; insights.runs")
-    print("  Airflow UI: make up (http://localhost:8080): the runs, their task logs, the insights_report DAG")
-
-
-DEMO_REPORT_DAG = "insights_report"
+    print("  Airflow UI: make up (http://localhost:8080): the runs of each pipeline and their task logs")
 
 
 def run_demo_backfills(env: dict[str, str], conninfo: str, pipelines: list[str], first: dt.date,
@@ -70,33 +67,36 @@ def run_demo_backfills(env: dict[str, str], conninfo: str, pipelines: list[str],
     from lm_insights.runtime.services import LocalStack
 
     stack = LocalStack(dict(env), local_env.default_airflow_home().parent / "demo_services")
-    dag_ids = [*pipelines, DEMO_REPORT_DAG]
     say(f"starting a scheduler (LocalExecutor), a dag-processor and an api-server; logs in {stack.run_dir}")
     started = time.monotonic()
-    stack.start(dag_ids=dag_ids, unpaused=dag_ids)
+    stack.start(dag_ids=pipelines, unpaused=pipelines)
     try:
         say(f"services up in {time.monotonic() - started:.0f}s; backfilling {first}..{last} of {', '.join(pipelines)}")
         for dag_id in pipelines:
             local_env.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", first.isoformat(),
                               "--to-date", last.isoformat(), "--max-active-runs", "1",
                               "--reprocess-behavior", "completed")
-        return wait_for_demo_runs(stack, conninfo, pipelines, (last - first).days + 1, timeout_s)
+        return wait_for_demo_runs(stack, conninfo, pipelines, first, last, timeout_s)
     finally:
-        for dag_id in dag_ids:
+        for dag_id in pipelines:
             stack.set_paused(dag_id, True)
         stack.stop()
 
 
-def wait_for_demo_runs(stack, conninfo: str, pipelines: list[str], days: int, timeout_s: float) -> list[dict]:
+def wait_for_demo_runs(stack, conninfo: str, pipelines: list[str], first: dt.date, last: dt.date,
+                       timeout_s: float) -> list[dict]:
     """Print each backfill run as it finishes (counts from insights.runs); fail naming the first failed run."""
     deadline = time.monotonic() + timeout_s
+    days = (last - first).days + 1
+    # The runs of these days, whatever made them first: a backfill that reprocesses a day clears its old run.
+    query = f"logical_date_gte={first}T00:00:00Z&logical_date_lte={last}T00:00:00Z&limit=100"
     done: dict[tuple[str, str], dict] = {}  # (dag_id, run_id): backfill run ids repeat across DAGs
     while len(done) < days * len(pipelines):
         stack.check_running()
         if time.monotonic() > deadline:
             raise SystemExit(f"demo backfills not done after {timeout_s:.0f}s; service logs in {stack.run_dir}")
         for dag_id in pipelines:
-            runs = stack.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?run_type=backfill&limit=100")["dag_runs"]
+            runs = stack.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
             for run in runs:
                 if run["state"] not in ("success", "failed") or (dag_id, run["dag_run_id"]) in done:
                     continue
@@ -167,7 +167,8 @@ def init_pipeline_command(args: argparse.Namespace) -> None:
         print(result.view_sql)
         say("view created" if result.view_created else
             "view NOT created: run the SQL above, or rerun with --create-view")
-    say(f"wrote {result.path}")
+    path = result.path.resolve()
+    say(f"wrote {path.relative_to(local_env.PROJECT_DIR) if path.is_relative_to(local_env.PROJECT_DIR) else path}")
     print(f"  source     {result.table}, key {result.key} ({result.key_source}), partition column "
           f"{result.partition_column} ({result.partition_days} days), profiled {result.sample_rows} recent rows")
     print(f"  proposed   {result.expectations} expectations, text columns {result.text_columns}")

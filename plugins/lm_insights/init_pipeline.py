@@ -418,8 +418,10 @@ def _propose(name: str, conn_id: str, read_table: str, table: str, key: list[str
     lines += ["", "lm:", "  model: all-MiniLM-L6-v2", "  embeddings: true",
               "  # label_sets: zero-shot classifications of each row's text (label -> description); see the README"]
 
-    main = max(numeric, key=lambda p: (p.distinct, -numeric.index(p)))  # the most finely measured number
-    metrics = [main.name, *(p.name for p in numeric if p is not main)]
+    main = numeric[0]  # the first number of the table (price before units before revenue) is tiered
+    outcomes = [p for p in numeric if p is not main] or [main]
+    target = max(outcomes, key=lambda p: (p.distinct, -numeric.index(p)))  # the most finely measured other one
+    metrics = [target.name, *(p.name for p in numeric if p is not target)]
     segments, segment_lines = [], []
     edges = _tier_edges(main)
     if len(edges) >= 3:
@@ -431,11 +433,12 @@ def _propose(name: str, conn_id: str, read_table: str, table: str, key: list[str
         segments.append(f"column:{p.name}")
         segment_lines.append(f"    - by_column: {p.name}   # {p.distinct} values")
     if not segments:
-        raise InitError(f"{table}: no column to segment by ({main.name} has fewer than 3 distinct values and no "
-                        "text column has at most {MAX_CATEGORIES}); add segments by hand")
+        raise InitError(f"{table}: no column to segment by ({main.name} has too few distinct values for tiers and no "
+                        f"text column has at most {MAX_CATEGORIES}); add insights.segments by hand")
     lines += ["", "insights:", f"  metrics: {_flow(metrics)}   # numeric columns other than keys and *_id",
               "  segments:", *segment_lines,
-              f"  target: {main.name}   # the metric with the most distinct values ({main.distinct})", "",
+              f"  target: {target.name}   # the metric with the most distinct values ({target.distinct})"
+              + (f" besides the tiered {main.name}" if target is not main else ""), "",
               "sink:", f"  conn_id: {_flow(conn_id)}", "  schema: insights", ""]
     return {"yaml": "\n".join(lines), "expectations": expectations + 1, "text_columns": text_columns,
             "metrics": metrics, "segments": segments}
