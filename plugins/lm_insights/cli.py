@@ -40,7 +40,7 @@ def demo(days: int, sales_per_day: int, reviews_per_day: int) -> None:
     from lm_insights.runtime import demo_warehouse
     from lm_insights.spec import load_specs
 
-    server, env = local_env.prepare()
+    server, _ = local_env.prepare()
     conninfo = local_env.warehouse_conninfo(server)
     say(f"filling the demo warehouse ({DEMO_WAREHOUSE_DAYS} days from {DEMO_START})")
     demo_warehouse.create_schema(conninfo)
@@ -48,7 +48,7 @@ def demo(days: int, sales_per_day: int, reviews_per_day: int) -> None:
                                      sales_per_day=sales_per_day, reviews_per_day=reviews_per_day)
     say(f"warehouse rows: {counts}")
     pipelines = [spec.name for spec in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")]
-    run_demo_backfills(env, conninfo, pipelines, DEMO_START, DEMO_START + dt.timedelta(days=days - 1))
+    run_demo_backfills(conninfo, pipelines, DEMO_START, DEMO_START + dt.timedelta(days=days - 1))
     print_highlights(conninfo)
     info = server.get_postmaster_info()
     say("query the insight tables with:")
@@ -57,8 +57,8 @@ def demo(days: int, sales_per_day: int, reviews_per_day: int) -> None:
     print("  Airflow UI: make up (http://localhost:8080): the runs of each pipeline and their task logs")
 
 
-def run_demo_backfills(env: dict[str, str], conninfo: str, pipelines: list[str], first: dt.date,
-                       last: dt.date, timeout_s: float = 3600.0) -> list[dict]:
+def run_demo_backfills(conninfo: str, pipelines: list[str], first: dt.date, last: dt.date,
+                       timeout_s: float = 3600.0) -> list[dict]:
     """Backfill ``first..last`` of every pipeline through a scheduler (LocalExecutor), as the UI will show it.
 
     The DAGs are unpaused for the backfill and paused again after it (unpaused, `make up`'s scheduler would run
@@ -66,7 +66,8 @@ def run_demo_backfills(env: dict[str, str], conninfo: str, pipelines: list[str],
     """
     from lm_insights.runtime.services import LocalStack
 
-    stack = LocalStack(dict(env), local_env.default_airflow_home().parent / "demo_services")
+    # The whole environment (PATH, PYTHONPATH, ...): prepare() has put the Airflow settings into it.
+    stack = LocalStack(dict(os.environ), local_env.default_airflow_home().parent / "demo_services")
     say(f"starting a scheduler (LocalExecutor), a dag-processor and an api-server; logs in {stack.run_dir}")
     started = time.monotonic()
     stack.start(dag_ids=pipelines, unpaused=pipelines)
@@ -76,7 +77,12 @@ def run_demo_backfills(env: dict[str, str], conninfo: str, pipelines: list[str],
             local_env.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", first.isoformat(),
                               "--to-date", last.isoformat(), "--max-active-runs", "1",
                               "--reprocess-behavior", "completed")
-        return wait_for_demo_runs(stack, conninfo, pipelines, first, last, timeout_s)
+        runs = wait_for_demo_runs(stack, conninfo, pipelines, first, last, timeout_s)
+        # The scheduler closes a backfill a few seconds after its last run; until then the UI shows it in progress.
+        stack.wait_until(lambda: all(b["completed_at"] for dag_id in pipelines for b in stack.request(
+            "GET", f"/api/v2/backfills?dag_id={dag_id}")["backfills"]), "the backfills to be marked complete",
+            time.monotonic() + 120, interval_s=2)
+        return runs
     finally:
         for dag_id in pipelines:
             stack.set_paused(dag_id, True)
