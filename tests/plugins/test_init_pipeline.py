@@ -85,9 +85,9 @@ def warehouse(airflow_db) -> str:
     return conninfo
 
 
-def runs_record(conninfo: str, run_id: str) -> dict:
+def runs_record(conninfo: str, pipeline: str, run_id: str) -> dict:
     with psycopg.connect(conninfo) as conn:
-        cursor = conn.execute("select * from insights.runs where run_id = %s", (run_id,))
+        cursor = conn.execute("select * from insights.runs where pipeline = %s and run_id = %s", (pipeline, run_id))
         return dict(zip([c.name for c in cursor.description], cursor.fetchone()))
 
 
@@ -97,7 +97,7 @@ def run_and_check(conninfo: str, name: str, day: dt.date) -> dict:
 
     run = run_dag(name, day)
     assert run.state == "success"
-    record = runs_record(conninfo, run.run_id)
+    record = runs_record(conninfo, name, run.run_id)
     assert record["status"] == "success" and record["extracted"] > 0
     assert record["extracted"] == record["loaded"] + record["rejected"]
     return record
