@@ -84,9 +84,11 @@ def run_demo_backfills(conninfo: str, pipelines: list[str], first: dt.date, last
             time.monotonic() + 120, interval_s=2)
         return runs
     finally:
-        for dag_id in pipelines:
-            stack.set_paused(dag_id, True)
-        stack.stop()
+        try:
+            for dag_id in pipelines:
+                stack.set_paused(dag_id, True)
+        finally:
+            stack.stop()
 
 
 def wait_for_demo_runs(stack, conninfo: str, pipelines: list[str], first: dt.date, last: dt.date,
