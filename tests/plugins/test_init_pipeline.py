@@ -66,7 +66,7 @@ def plant_bad_rows(conninfo: str, day: dt.date) -> dict[str, str]:
 
 
 @pytest.fixture
-def pipelines(tmp_path):
+def pipelines():
     """Specs written into the project's dags/pipelines (the DAG factory reads them there), removed afterwards."""
     written = []
     yield written
@@ -82,7 +82,13 @@ def warehouse(airflow_db) -> str:
     demo_warehouse.create_schema(conninfo)
     demo_warehouse.generate(conninfo, **DEMO_WAREHOUSE)
     create_sensor_table(conninfo)
-    return conninfo
+    yield conninfo
+    with psycopg.connect(conninfo) as conn:  # the shared warehouse as the other suites expect it
+        conn.execute("drop schema sensor_lab cascade")
+        for (table,) in conn.execute("select tablename from pg_tables where schemaname = 'insights' "
+                                     "and tablename like 'init\\_%'").fetchall():
+            conn.execute(f'drop table insights."{table}"')
+        conn.execute("delete from insights.runs where pipeline like 'init\\_%'")
 
 
 def runs_record(conninfo: str, pipeline: str, run_id: str) -> dict:
