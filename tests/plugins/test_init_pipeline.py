@@ -172,3 +172,15 @@ def test_no_key_asks_for_key_and_an_existing_spec_needs_force(warehouse, tmp_pat
     with pytest.raises(InitError, match="--partition-column 'price' is not a date"):
         init_pipeline("sales_copy2", warehouse, "retail.product_sales", key=["sale_id"], partition_column="price",
                       pipelines_dir=tmp_path)
+
+
+def test_names_and_values_survive_the_yaml_the_spec_is_written_in():
+    import yaml
+
+    from lm_insights.init_pipeline import _flow, spec_name
+
+    assert [spec_name(n) for n in ("Temp °C", "text", "2nd Reading", "Battery %", "ok")] == [
+        "temp_c", "text_value", "c_2nd_reading", "battery", "ok"]
+    values = ["yes", "12", "null", "Home & Kitchen", "a: b", "Café", "on"]
+    assert yaml.safe_load(_flow({"value_set": values, "min_value": 0.00001, "max_value": 12})) == {
+        "value_set": values, "min_value": 0.00001, "max_value": 12}
