@@ -13,11 +13,13 @@ $(STAMP):
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# Redis (the Celery broker of the two-queue test) and Chromium (the browser check) come from Debian.
+# Redis (the Celery broker of the two-queue test), Chromium (the browser check) and PostgreSQL with TLS (the
+# connection test; the embedded server is built without OpenSSL) come from Debian.
 system-deps:
-	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
-	  echo "[lm-insights] installing redis-server and chromium with apt-get"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium; }
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null && \
+	  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  echo "[lm-insights] installing redis-server, chromium and postgresql with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server chromium postgresql; }
 
 demo: $(STAMP)
 	$(VENV)/bin/lm-insights demo

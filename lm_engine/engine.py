@@ -97,16 +97,17 @@ class Progress:
 class Engine:
     """A loaded model with its tokenizer on one device. Build it with load_engine()."""
 
-    def __init__(self, name, model_dir, device):
+    def __init__(self, name, model_dir, device, precision=None):
         model = checkpoint.load_model(model_dir)
         self.name, self.model_dir, self.device = name, model_dir, device
-        self.model_key = registry.model_key(name, model_dir)
+        self.precision = precision or default_precision(device)
+        # the precision changes the vectors, so it is part of the key that result caches use
+        self.model_key = registry.model_key(name, model_dir, self.precision)
         self.dim = model.config.hidden_size
         self.max_seq_length = checkpoint.read_max_seq_length(model_dir, model.config)
         self.tokenizer = checkpoint.load_tokenizer(model_dir, self.max_seq_length)
         # bf16 halves memory traffic on GPU; pooling and normalisation still run in fp32 (sentence_embedding)
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        self.model = model.to(device=device, dtype=dtype)
+        self.model = model.to(device=device, dtype=DTYPES[self.precision])
 
     def tokenize(self, texts):
         """Token id lists (truncated to max_seq_length) and a truncated flag per text."""
@@ -158,12 +159,22 @@ class Engine:
 
 _engines = {}
 _engines_lock = threading.Lock()
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # registry.PRECISIONS -> torch dtype
 
 
-def load_engine(name=registry.DEFAULT_MODEL, device=None):
-    """The Engine for a model name on a device (see pick_device), loaded once per process and reused."""
+def default_precision(device):
+    """bf16 on a GPU, fp32 elsewhere."""
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def load_engine(name=registry.DEFAULT_MODEL, device=None, precision=None):
+    """The Engine for a model name on a device (see pick_device) in a precision (default: default_precision),
+    loaded once per process and reused."""
     device = pick_device(device)
+    precision = precision or default_precision(device)
+    if precision not in DTYPES:
+        raise ValueError(f"precision {precision!r} is not one of {tuple(DTYPES)}")
     with _engines_lock:
-        if (name, str(device)) not in _engines:
-            _engines[(name, str(device))] = Engine(name, registry.resolve(name), device)
-        return _engines[(name, str(device))]
+        if (name, str(device), precision) not in _engines:
+            _engines[(name, str(device), precision)] = Engine(name, registry.resolve(name), device, precision)
+        return _engines[(name, str(device), precision)]

@@ -5,8 +5,10 @@ Model names -> local model directories, and the stable key of a loaded model.
 - Any other name is a subdirectory of the registry directory: $LM_ENGINE_REGISTRY, default ~/.lm_engine/models.
 - An absolute path to a model directory is accepted as is.
 
-model_key = f"{name}@{first 12 hex of sha256(model.safetensors)}", so a cache keyed on it never serves results
-of other weights under the same name.
+model_key = f"{name}@{12 hex}/{precision}": the hex is a sha256 over the engine's code version and every file that
+decides the outputs (weights, config, tokenizer, max_seq_length, pooling, normalisation), so a cache keyed on it
+never serves results of other weights, another tokenizer or another engine under the same name; the precision
+(fp32, bf16) is the numeric precision the model runs in, which changes the vectors too.
 """
 
 import hashlib
@@ -15,6 +17,12 @@ from pathlib import Path
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_REGISTRY = "~/.lm_engine/models"
+# Bump when lm_engine's code changes what a checkpoint outputs (tokenizing, truncation, pooling, normalisation).
+ENGINE_VERSION = "1"
+# The checkpoint files lm_engine.checkpoint reads: a change to any of them changes the outputs.
+OUTPUT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "sentence_bert_config.json", "modules.json",
+                "1_Pooling/config.json")
+PRECISIONS = ("fp32", "bf16")  # float32 everywhere; bfloat16 weights and activations (GPU default)
 
 
 class UnknownModelError(LookupError):
@@ -57,9 +65,9 @@ def resolve(name):
 _sha256_cache = {}  # (resolved path, mtime_ns, size) -> hex digest
 
 
-def weights_sha256(model_dir):
-    """sha256 of model.safetensors, streamed, cached per path + mtime + size so it is computed once per file."""
-    path = (Path(model_dir) / "model.safetensors").resolve()
+def file_sha256(path):
+    """sha256 of a file, streamed, cached per path + mtime + size so it is computed once per file version."""
+    path = Path(path).resolve()
     stat = path.stat()
     cache_key = (str(path), stat.st_mtime_ns, stat.st_size)
     if cache_key not in _sha256_cache:
@@ -71,8 +79,19 @@ def weights_sha256(model_dir):
     return _sha256_cache[cache_key]
 
 
-def model_key(name, model_dir):
-    """'name@<12 hex>'; for an absolute path the name is the directory's own name."""
+def checkpoint_sha256(model_dir):
+    """sha256 over ENGINE_VERSION and the name and sha256 of each output file the directory has."""
+    parts = [f"engine {ENGINE_VERSION}"]
+    for name in OUTPUT_FILES:
+        path = Path(model_dir) / name
+        parts.append(f"{name} {file_sha256(path) if path.is_file() else 'absent'}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def model_key(name, model_dir, precision="fp32"):
+    """'name@<12 hex>/<precision>'; for an absolute path the name is the directory's own name."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     if Path(name).is_absolute():
         name = Path(name).name
-    return f"{name}@{weights_sha256(model_dir)[:12]}"
+    return f"{name}@{checkpoint_sha256(model_dir)[:12]}/{precision}"

@@ -228,13 +228,32 @@ def test_services_wait_for_healthy_dependencies(config):
         assert services[name]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy", name
 
 
+def init_script_commands() -> list[str]:
+    """The init script's commands as bash itself parses them (comments dropped), one per line."""
+    parsed = subprocess.run(["bash", "-c", 'eval "init_script() {\n$(cat "$1")\n}" && declare -f init_script', "_",
+                             str(INIT_SCRIPT)], capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr
+    return [line.strip() for line in parsed.stdout.splitlines()]
+
+
 def test_init_sets_up_pool_user_and_warehouse_connection(config):
     init = config["services"]["airflow-init"]
     assert any("airflow-init.sh" in part for part in init["command"])
-    script = INIT_SCRIPT.read_text()
-    for needle in ("airflow db migrate", "airflow pools set lm_gpu", "airflow connections add warehouse",
-                   "SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"):
-        assert needle in script, needle
     assert init["environment"]["LM_GPU_POOL_SLOTS"]
-    syntax = subprocess.run(["bash", "-n", str(INIT_SCRIPT)], capture_output=True, text=True)
-    assert syntax.returncode == 0, syntax.stderr
+    commands = init_script_commands()
+    for pattern in (r'airflow db migrate;',
+                    r'airflow pools set lm_gpu "\$\{LM_GPU_POOL_SLOTS\}" ".*";',
+                    r'airflow connections add warehouse --conn-type postgres --conn-host "\$\{WAREHOUSE_HOST\}" .*',
+                    r'path = os.environ\["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"\]',
+                    r'json.dump\(\{os.environ\["AIRFLOW_ADMIN_USERNAME"\]: '
+                    r'os.environ\["AIRFLOW_ADMIN_PASSWORD"\]\}, f\)'):
+        assert any(re.fullmatch(pattern, line) for line in commands), f"no command {pattern} in {INIT_SCRIPT}"
+
+
+def test_init_refuses_placeholder_secrets_before_touching_airflow(tmp_path):
+    env = {"PATH": os.environ["PATH"], "AIRFLOW__CORE__FERNET_KEY": "change-me", "WAREHOUSE_PASSWORD": "s3cret"}
+    run = subprocess.run(["bash", str(INIT_SCRIPT)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 1
+    assert ("placeholder: AIRFLOW__CORE__FERNET_KEY AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY "
+            "AIRFLOW_ADMIN_PASSWORD\n") in run.stdout, run.stdout  # WAREHOUSE_PASSWORD is set: not named
+    assert "migrating" not in run.stdout

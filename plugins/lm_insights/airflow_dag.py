@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import DAG, Asset, BaseHook, Param, TriggerRule, get_current_context, task
@@ -21,12 +23,60 @@ MAX_SHARDS = 64
 
 
 def conninfo_for(conn_id: str) -> str:
-    """libpq conninfo of an Airflow connection (host may be a unix socket directory)."""
+    """libpq conninfo of an Airflow connection: host (may be a unix socket directory), port, database, login,
+    password, and every extra that libpq understands (sslmode, sslrootcert, sslcert, sslkey, options,
+    application_name, connect_timeout, ...); other extras (the Postgres provider's own) are left out."""
     from psycopg.conninfo import make_conninfo
 
+    from lm_insights.runtime.db import libpq_keywords
+
     conn = BaseHook.get_connection(conn_id)
+    keywords = libpq_keywords()
+    extras = {k: str(v) for k, v in conn.extra_dejson.items() if k in keywords and v is not None}
     return make_conninfo(host=conn.host or None, port=conn.port or None, dbname=conn.schema or None,
-                         user=conn.login or None, password=conn.password or None)
+                         user=conn.login or None, password=conn.password or None, **extras)
+
+
+# SQLSTATE classes of errors that a retry meets again: bad data, a broken constraint, a missing or mistyped column or
+# table, a missing privilege, an unsupported feature. Every other class (08 connection, 40 deadlock or serialization,
+# 53 resources, 55 lock not available, 57 shutdown or cancel) may pass on a retry.
+DETERMINISTIC_SQLSTATE_CLASSES = ("22", "23", "42", "0A")
+# The same kinds as DB-API exception classes (psycopg, psycopg2 and SQLAlchemy share the names), for errors raised
+# by the driver itself without a SQLSTATE (a NUL byte in a string, a wrong number of parameters).
+DETERMINISTIC_DBAPI_ERRORS = ("DataError", "IntegrityError", "ProgrammingError", "NotSupportedError")
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a psycopg (``sqlstate``) or psycopg2 via SQLAlchemy (``orig.pgcode``) error, if any."""
+    for candidate in (exc, getattr(exc, "orig", None), exc.__cause__):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if code:
+            return code
+    return None
+
+
+def is_deterministic(exc: BaseException) -> bool:
+    """True when retrying cannot help: an invalid spec, bad data, a missing column, a type error."""
+    code = sqlstate(exc)
+    if code:
+        return code[:2] in DETERMINISTIC_SQLSTATE_CLASSES
+    if any(cls.__name__ in DETERMINISTIC_DBAPI_ERRORS for cls in type(exc).__mro__):
+        return True
+    if isinstance(exc, OSError):  # ConnectionError, TimeoutError, a full disk: the next try may pass
+        return False
+    # SpecError, SourceError, TableExpectationsFailed, CheckpointError are ValueErrors; UnknownModelError a LookupError
+    return isinstance(exc, ValueError | TypeError | LookupError)
+
+
+@contextmanager
+def failing_fast(spec: PipelineSpec) -> Iterator[None]:
+    """Around a task's work: a deterministic error ends the task without retry; a transient one retries."""
+    try:
+        yield
+    except Exception as exc:
+        if is_deterministic(exc):
+            raise AirflowFailException(f"{spec.name}: {type(exc).__name__}: {exc}") from exc
+        raise
 
 
 def insight_asset(spec: PipelineSpec) -> Asset:
@@ -107,39 +157,35 @@ def build_dag(spec: PipelineSpec) -> DAG:
             context = get_current_context()
             params = context["params"]
             from lm_engine import registry
+            from lm_insights.steps.preflight import check_source
 
-            try:
+            with failing_fast(spec):
                 interval = (context.get("data_interval_start"), context.get("data_interval_end"))
                 if interval[0] is None:  # triggered without a logical date (REST/UI default): no data interval
                     interval = manual_interval(spec.schedule, context["dag_run"].run_after)
                 partition = resolve_partition(params, *interval)
                 registry.resolve(params["model"])
-            except (ValueError, registry.UnknownModelError) as exc:
-                raise AirflowFailException(f"{spec.name}: {exc}") from None
+                check_source(spec, conninfo_for(source))  # column types: before any row or model is touched
             return {"start": partition.start.isoformat(), "end": partition.end.isoformat(),
                     "run_id": context["run_id"], "model": params["model"], "shards": params["shards"],
                     "force_recompute": params["force_recompute"], "dry_run": params["dry_run"]}
 
         @task
         def extract(plan: dict) -> dict:
-            from lm_insights.steps.extract import SourceError, extract_partition
+            from lm_insights.steps.extract import extract_partition
 
             started = time.monotonic()
-            try:
+            with failing_fast(spec):
                 rows = extract_partition(spec, conninfo_for(source), conninfo_for(sink), _partition(plan))
-            except SourceError as exc:
-                raise AirflowFailException(str(exc)) from None
             return {"extracted": rows, "seconds": time.monotonic() - started}
 
         @task
         def validate(plan: dict) -> dict:
-            from lm_insights.steps.validate import TableExpectationsFailed, validate_partition
+            from lm_insights.steps.validate import validate_partition
 
             started = time.monotonic()
-            try:
+            with failing_fast(spec):  # a table expectation that fails is bad data: retrying cannot help
                 summary = validate_partition(spec, conninfo_for(sink), _partition(plan))
-            except TableExpectationsFailed as exc:
-                raise AirflowFailException(str(exc)) from None  # bad data: retrying cannot help
             return {"checked": summary.checked, "rejected": summary.rejected,
                     "seconds": time.monotonic() - started}
 
@@ -150,14 +196,17 @@ def build_dag(spec: PipelineSpec) -> DAG:
             if plan["dry_run"]:
                 raise AirflowSkipException("dry run: extracted and validated only")
             started = time.monotonic()
-            rows = textualize_partition(spec, conninfo_for(sink), _partition(plan))
+            with failing_fast(spec):
+                rows = textualize_partition(spec, conninfo_for(sink), _partition(plan))
             return {"texts": rows, "seconds": time.monotonic() - started}
 
         @task
         def plan_shards(plan: dict) -> list[dict]:
             from lm_insights.steps.infer import count_distinct_texts, plan_shards
 
-            n = plan_shards(spec, count_distinct_texts(spec, conninfo_for(sink), _partition(plan)), plan["shards"])
+            with failing_fast(spec):
+                n = plan_shards(spec, count_distinct_texts(spec, conninfo_for(sink), _partition(plan)),
+                                plan["shards"])
             return [{"shard": i, "shards": n} for i in range(n)]
 
         @task(queue=spec.lm.queue, pool=spec.lm.pool, map_index_template="shard {{ task.op_kwargs.shard.shard }}")
@@ -165,8 +214,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
             from lm_insights.steps.infer import infer_shard
 
             started = time.monotonic()
-            summary = infer_shard(spec, conninfo_for(sink), _partition(plan), shard["shard"], shard["shards"],
-                                  plan["model"], plan["force_recompute"])
+            with failing_fast(spec):
+                summary = infer_shard(spec, conninfo_for(sink), _partition(plan), shard["shard"], shard["shards"],
+                                      plan["model"], plan["force_recompute"])
             return summary.as_dict() | {"seconds": time.monotonic() - started}
 
         @task
@@ -175,8 +225,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
             from lm_insights.steps.infer import cache_key
 
             started = time.monotonic()
-            result = build_insights(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]),
-                                    validated["rejected"])
+            with failing_fast(spec):
+                result = build_insights(spec, conninfo_for(sink), _partition(plan), cache_key(spec, plan["model"]),
+                                        validated["rejected"])
             return {"rows": result["rows"], "seconds": time.monotonic() - started}
 
         @task
@@ -184,7 +235,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
             from lm_insights.steps.load import load_partition
 
             started = time.monotonic()
-            loaded = load_partition(spec, conninfo_for(sink), _partition(plan))
+            with failing_fast(spec):
+                loaded = load_partition(spec, conninfo_for(sink), _partition(plan))
             return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "seconds": time.monotonic() - started}
 
         # The Asset event comes from record_run, not load: a consumer (insights_report) that runs on it then
@@ -218,8 +270,10 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 template_version=key.template_version, head_version=key.head_version, timings=timings,
                 message=None if status != "failed" else "a task failed: see the task logs of this run",
             )
-            write_run(conninfo_for(sink), spec.sink.schema_, record)
-            drop_staging(spec, conninfo_for(sink), record.partition)  # this run's own tables, whatever its end
+            try:
+                write_run(conninfo_for(sink), spec.sink.schema_, record)
+            finally:
+                drop_staging(spec, conninfo_for(sink), record.partition)  # this run's own tables, whatever its end
             if status == "failed":
                 raise AirflowFailException(f"{spec.name} {record.partition}: run failed, recorded in runs")
             if status == "dry_run":

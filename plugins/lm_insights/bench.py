@@ -221,7 +221,7 @@ def bench_runs(bench: Bench, rows: int) -> None:
 
     bench.phase(f"loading the model {bench.spec.lm.model}")
     started = time.monotonic()
-    engine = TimedEncoder(load_engine(bench.spec.lm.model))
+    engine = TimedEncoder(load_engine(bench.spec.lm.model, precision=bench.spec.lm.precision))
     bench.results["setup"]["model_load_s"] = round(time.monotonic() - started, 3)
 
     bench.phase(f"1. cold run of {COLD_DAY} with the real model, empty cache")

@@ -3,6 +3,8 @@
     lm-insights demo [--days 3]     set up, fill the demo warehouse, backfill every demo pipeline through a scheduler
     lm-insights up                  the Airflow UI (airflow standalone) on the same database
     lm-insights run NAME --date D   one partition of one pipeline without a scheduler
+    lm-insights run NAME --start D --end D   the days D..D (inclusive) as one partition
+    lm-insights clean-staging [--older-than 1d]   drop staging tables that runs left behind
     lm-insights init-pipeline NAME --table schema.table [--conn CONN] [--key COL ...]
                                     write dags/pipelines/NAME.yaml proposed from a live table
     lm-insights env                 shell exports for the airflow CLI against the embedded database
@@ -144,19 +146,45 @@ def print_highlights(conninfo: str) -> None:
         print(report.render_text(conn))
 
 
-def run_one(name: str, day: str, force: bool) -> None:
+def run_one(name: str, first: str, last: str, force: bool) -> None:
     from lm_insights.steps.partition import Partition
     from lm_insights.pipeline import run_partition
     from lm_insights.spec import load_specs
 
+    partition = cli_partition(first, last)
     server, _ = local_env.prepare()
     specs = {s.name: s for s in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")}
     if name not in specs:
         raise SystemExit(f"unknown pipeline {name!r}; known: {sorted(specs)}")
     conninfo = local_env.warehouse_conninfo(server)
-    record = run_partition(specs[name], conninfo, conninfo, Partition.day(day), force_recompute=force)
-    say(f"{name} {day}: {record.status}, extracted {record.extracted}, rejected {record.rejected}, "
+    record = run_partition(specs[name], conninfo, conninfo, partition, force_recompute=force)
+    say(f"{name} {partition}: {record.status}, extracted {record.extracted}, rejected {record.rejected}, "
         f"cached {record.cached}, computed {record.computed}, loaded {record.loaded}, timings {record.timings}")
+
+
+def cli_partition(first: str, last: str):
+    """The days ``first`` .. ``last`` (inclusive); a bad date or order exits with the reason."""
+    from lm_insights.steps.partition import Partition
+
+    try:
+        first_day, last_day = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    except ValueError as exc:
+        raise SystemExit(f"lm-insights run: {exc}; dates are YYYY-MM-DD") from None
+    if last_day < first_day:
+        raise SystemExit(f"lm-insights run: --end {last_day} is before --start {first_day}")
+    return Partition.days(first_day, last_day)
+
+
+def clean_staging(older_than: str) -> None:
+    from lm_insights.steps.staging import clean_staging as sweep, parse_age
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        raise SystemExit(f"lm-insights clean-staging: --older-than {exc}") from None
+    server, _ = local_env.prepare()
+    dropped = sweep(local_env.warehouse_conninfo(server), age)
+    say(f"dropped {len(dropped)} staging tables older than {older_than}" + "".join(f"\n  {t}" for t in dropped))
 
 
 def init_pipeline_command(args: argparse.Namespace) -> None:
@@ -227,20 +255,33 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("stop", help="stop the embedded PostgreSQL")
     run_parser = commands.add_parser("run", help="run one partition without a scheduler")
     run_parser.add_argument("pipeline")
-    run_parser.add_argument("--date", required=True, help="the day to process, YYYY-MM-DD")
+    days = run_parser.add_mutually_exclusive_group(required=True)
+    days.add_argument("--date", help="the day to process, YYYY-MM-DD")
+    days.add_argument("--start", help="the first day of a range, YYYY-MM-DD (with --end: one partition)")
+    run_parser.add_argument("--end", help="the last day of the range (inclusive), YYYY-MM-DD; default: --start")
     run_parser.add_argument("--force-recompute", action="store_true")
+    clean_parser = commands.add_parser("clean-staging", help="drop staging tables that runs left behind")
+    clean_parser.add_argument("--older-than", default="1d", help="age of the tables to drop: 30m, 12h, 1d (default)")
     add_init_pipeline_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         demo(args.days, args.sales_per_day, args.reviews_per_day)
     elif args.command == "run":
-        run_one(args.pipeline, args.date, args.force_recompute)
+        if args.date and args.end:
+            parser.error("--end goes with --start, not with --date")
+        run_one(args.pipeline, args.date or args.start, args.date or args.end or args.start, args.force_recompute)
+    elif args.command == "clean-staging":
+        clean_staging(args.older_than)
     elif args.command == "init-pipeline":
         init_pipeline_command(args)
     elif args.command == "up":
         local_env.prepare()
-        say("starting airflow standalone: http://localhost:8080 (Ctrl-C stops it; `make stop` stops the database)")
+        host = local_env.ui_host()
+        say(f"starting airflow standalone on http://{host}:{local_env.UI_PORT} (Ctrl-C stops it; `make stop` stops "
+            "the database)")
+        if local_env.is_loopback(host):
+            say("reachable from this machine only; LM_INSIGHTS_UI_HOST=0.0.0.0 make up exposes it (with logins)")
         venv_bin = os.path.dirname(sys.executable)
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
         os.execve(os.path.join(venv_bin, "airflow"), ["airflow", "standalone"], os.environ)

@@ -31,13 +31,11 @@ import yaml
 from psycopg import sql
 
 from lm_insights.runtime import db
-from lm_insights.spec import DEFAULT_PIPELINES_DIR, IDENTIFIER, SpecError, load_spec
+from lm_insights.spec import DEFAULT_PIPELINES_DIR, IDENTIFIER, RESERVED_COLUMNS, SpecError, load_spec
 
 DATE_TYPES = ("date", "timestamp without time zone", "timestamp with time zone")
 NUMERIC_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
 TEXT_TYPES = ("text", "character varying", "character")
-# Columns the staging and insight tables add themselves: a source column of that name would collide.
-RESERVED_COLUMNS = ("_row_number", "partition_start", "text", "n_tokens", "truncated")
 # Types the steps do not carry through COPY and text as they are: left out of source.columns, named in a comment.
 LEFT_OUT_TYPES = ("json", "jsonb", "bytea", "xml")
 MAX_CATEGORIES = 20  # a text column with at most this many distinct values in the sample is categorical

@@ -17,6 +17,7 @@ from lm_insights.steps.infer import CacheKey, cache_key, count_distinct_texts, h
 from lm_insights.steps.insights import build_insights
 from lm_insights.steps.load import RunRecord, drop_staging, load_partition, record_run
 from lm_insights.steps.partition import Partition
+from lm_insights.steps.preflight import check_source
 from lm_insights.spec import PipelineSpec
 from lm_insights.steps.textualize import template_version, textualize_partition
 from lm_insights.steps.validate import validate_partition
@@ -46,6 +47,7 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         return result
 
     try:
+        check_source(spec, source_conninfo)
         record.extracted = timed("extract", lambda: extract_partition(spec, source_conninfo, sink_conninfo, partition))
         record.rejected = timed("validate", lambda: validate_partition(spec, sink_conninfo, partition)).rejected
         timed("textualize", lambda: textualize_partition(spec, sink_conninfo, partition))
@@ -62,6 +64,8 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         record.status, record.message = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        record_run(sink_conninfo, spec.sink.schema_, record)
-    drop_staging(spec, sink_conninfo, partition)
+        try:
+            record_run(sink_conninfo, spec.sink.schema_, record)
+        finally:  # a failed run's staging holds full copies of source rows: never leave it behind
+            drop_staging(spec, sink_conninfo, partition)
     return record

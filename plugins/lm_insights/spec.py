@@ -7,15 +7,22 @@ the source does not have raises :class:`SpecError` naming the file and the field
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import re
 import string
+import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# Columns the platform adds next to the source columns in the staging tables and <pipeline>_rows.
+RESERVED_COLUMNS = ("_row_number", "text", "n_tokens", "truncated", "partition_start", "partition_end")
+# ... and per label set <set>_<suffix>, e.g. sentiment_label.
+LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "top_field", "top_effect")
+RESERVED_LABELS = ("uncertain", "unknown")  # written by the platform: below min_margin / NULL segment value
 DEFAULT_PIPELINES_DIR = Path(__file__).resolve().parents[2] / "dags" / "pipelines"
 
 
@@ -34,13 +41,15 @@ class Source(_Strict):
     partition_column: str  # date/timestamp column that the data interval filters on
     columns: list[str] = Field(min_length=1)  # columns to extract; must include key and partition column
 
-    @field_validator("table")
-    @classmethod
-    def _table_is_identifier(cls, value: str) -> str:
-        parts = value.split(".")
-        if len(parts) > 2 or not all(IDENTIFIER.match(p) for p in parts):
-            raise ValueError(f"{value!r} is not 'schema.table' in lowercase letters, digits and '_'")
-        return value
+    @model_validator(mode="after")
+    def _plain_identifiers(self) -> Source:
+        """Mixed-case, spaced or non-ASCII names are refused with the view that aliases them."""
+        parts = self.table.split(".")
+        odd_columns = [c for c in dict.fromkeys([*self.columns, *self.key, self.partition_column])
+                       if not IDENTIFIER.match(c)]
+        if len(parts) <= 2 and all(IDENTIFIER.match(p) for p in parts) and not odd_columns:
+            return self
+        raise ValueError(odd_identifiers_message(self.table, self.columns, odd_columns))
 
     @model_validator(mode="after")
     def _key_and_partition_are_extracted(self) -> Source:
@@ -77,7 +86,8 @@ class Expectations(_Strict):
 
 
 class Text(_Strict):
-    # Python format string over the columns, e.g. "Product: {product_name}. Price: {price} yuan."; when None the
+    # Python format string over the columns, e.g. "Product: {product_name}. Price: {price:.2f} yuan." ({price}
+    # writes the value in full; a format spec formats the raw value, NULL reads "unknown"); when None the
     # TabLLM-style default "The <column> is <value>." is used for every column in `columns`.
     template: str | None = None
     columns: list[str] = Field(min_length=1)  # columns that go into the text (and into occlusion attributions)
@@ -87,9 +97,21 @@ class LabelSet(_Strict):
     labels: dict[str, str] = Field(min_length=2)  # label -> description that defines it
     min_margin: float = Field(default=0.02, ge=0, le=2)  # below this margin to the runner-up the label is 'uncertain'
 
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        for label in value:
+            if label.strip().lower() in RESERVED_LABELS:
+                raise ValueError(f"label {label!r} is reserved: the platform writes {RESERVED_LABELS} itself "
+                                 "(below min_margin, missing value); rename it")
+        return value
+
 
 class LM(_Strict):
     model: str = "all-MiniLM-L6-v2"  # a name in the lm_engine registry
+    # Numeric precision of the encoder, part of the result-cache key (the vectors differ): fp32 gives the same
+    # vectors on every worker; bf16 halves GPU memory traffic (on a CPU it is slow).
+    precision: Literal["fp32", "bf16"] = "fp32"
     embeddings: bool = True  # keep each row's embedding (pgvector) in the result cache
     label_sets: dict[str, LabelSet] = {}  # zero-shot classifications to run on every row
     # Per row, the text column whose removal ("unknown" in its place) lowers the row's label score most:
@@ -145,6 +167,15 @@ class Insights(_Strict):
     segments: list[Segment] = Field(min_length=1)
     target: str | None = None  # metric whose drivers are measured; default: the first metric
     keep_columns: list[str] = []  # source columns copied into <pipeline>_rows (default: key + text columns)
+    # A NaN or +-Infinity in a metric or tier column: "reject" puts the row in <pipeline>_rejects with the reason;
+    # "exclude" keeps the row and leaves the value out of every statistic (as a NULL would be).
+    non_finite: Literal["reject", "exclude"] = "reject"
+
+    @property
+    def number_columns(self) -> list[str]:
+        """The columns statistics are computed on: metrics, the target and tier columns, without repeats."""
+        tiers = [s.by_tiers.column for s in self.segments if s.by_tiers]
+        return list(dict.fromkeys([*self.metrics, *([self.target] if self.target else []), *tiers]))
 
 
 class Sink(_Strict):
@@ -196,6 +227,9 @@ class PipelineSpec(_Strict):
         if self.text.template:
             for column in _template_fields(self.text.template):
                 check("text.template", column)
+            check_template_formats(self.text.template)
+        self._no_duplicates()
+        self._no_reserved_columns()
         for i, column in enumerate(self.insights.metrics):
             check(f"insights.metrics[{i}]", column)
         for i, column in enumerate(self.insights.keep_columns):
@@ -222,6 +256,28 @@ class PipelineSpec(_Strict):
                     check(f"expectations.{kind}[{i}].column_list[{j}]", column)
         return self
 
+    def _no_duplicates(self) -> None:
+        for path, names in (("source.columns", self.source.columns), ("source.key", self.source.key),
+                            ("text.columns", self.text.columns), ("insights.metrics", self.insights.metrics),
+                            ("insights.keep_columns", self.insights.keep_columns)):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{path}: {repeated} listed twice")
+        segments = [s.name for s in self.insights.segments]
+        repeated = sorted({n for n in segments if segments.count(n) > 1})
+        if repeated:
+            raise ValueError(f"insights.segments: {repeated} listed twice")
+
+    def _no_reserved_columns(self) -> None:
+        """Source columns must not collide with the columns the platform adds (text, n_tokens, <set>_label ...)."""
+        reserved = {c: "a column the platform adds" for c in RESERVED_COLUMNS}
+        for name in self.lm.label_sets:
+            reserved |= {f"{name}_{suffix}": f"a column of label set {name!r}" for suffix in LABEL_SET_COLUMN_SUFFIXES}
+        for i, column in enumerate(self.source.columns):
+            if column in reserved:
+                raise ValueError(f"source.columns[{i}]: {column!r} is reserved ({reserved[column]}); alias it in a "
+                                 f"view, e.g. select {column} as source_{column}, and point source.table at the view")
+
     @property
     def origin(self) -> str:
         """Where the spec came from, for error messages: its file, or its name when built in code."""
@@ -236,7 +292,7 @@ class PipelineSpec(_Strict):
         """Source columns copied into ``<pipeline>_rows``, in a stable order without repeats."""
         segment_columns = [s.by_column for s in self.insights.segments if s.by_column]
         wanted = [*self.source.key, self.source.partition_column, *self.insights.keep_columns,
-                  *self.text.columns, *self.insights.metrics, *segment_columns]
+                  *self.text.columns, *self.insights.number_columns, *segment_columns]  # what segments read
         return list(dict.fromkeys(wanted))
 
 
@@ -254,6 +310,58 @@ def _template_fields(template: str) -> list[str]:
                 raise ValueError(f"text.template: placeholders name a column, e.g. {{price}}; got {{{field}}}")
             fields.append(name)
     return fields
+
+
+# One value of every kind a column can bring: a format spec must fit at least one of them. Dates format with
+# strftime, which copies any text it does not know, so they count only for specs with a %-directive.
+SAMPLE_VALUES = (decimal.Decimal("1234.5"), 1234, 1234.5, "text")
+SAMPLE_DATES = (dt.date(2026, 11, 1), dt.datetime(2026, 11, 1, 12, 30, tzinfo=dt.timezone.utc))
+
+
+def check_template_formats(template: str) -> None:
+    """Each ``{column:spec}`` must format some kind of value: a typo such as ``{price:.2z}`` fails at load."""
+    for _, field, format_spec, _ in string.Formatter().parse(template):
+        if field is None or not format_spec:
+            continue
+        errors = []
+        for sample in (*SAMPLE_VALUES, *(SAMPLE_DATES if "%" in format_spec else ())):
+            try:
+                format(sample, format_spec)
+                break
+            except (ValueError, TypeError) as exc:
+                errors.append(str(exc))
+        else:
+            raise ValueError(f"text.template: {{{field}:{format_spec}}} formats no number, text or date "
+                             f"({errors[0]}); see https://docs.python.org/3/library/string.html#formatspec")
+
+
+def plain_identifier(name: str) -> str:
+    """A lowercase ASCII alias of an odd name: "CustomerID" -> customer_id, "price €" -> price_eur."""
+    name = name.replace("€", " eur ").replace("$", " usd ").replace("%", " pct ")
+    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+    name = re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "column"
+    return name if IDENTIFIER.match(name) else f"c_{name}"
+
+
+def _quoted(name: str) -> str:
+    return name if IDENTIFIER.match(name) else '"' + name.replace('"', '""') + '"'
+
+
+def odd_identifiers_message(table: str, columns: list[str], odd_columns: list[str]) -> str:
+    """Why the names are refused, and the exact view that aliases them to plain names."""
+    schema, relation = [p.strip('"') for p in table.split(".", 1)] if "." in table else ("public", table.strip('"'))
+    odd_table = [table] if not (IDENTIFIER.match(schema) and IDENTIFIER.match(relation)) else []
+    view = f"{plain_identifier(schema)}.{plain_identifier(relation)}_lm"
+    select = ",\n         ".join(c if IDENTIFIER.match(c) else f"{_quoted(c)} as {plain_identifier(c)}"
+                                 for c in columns)
+    names = ", ".join([*(f"source.table {t!r}" for t in odd_table),
+                       *([f"source.columns {odd_columns}"] if odd_columns else [])])
+    return (f"{names}: names must be lowercase ASCII identifiers (letters, digits, '_') so that every tool "
+            "(SQL, Great Expectations, the insight tables) reads them unquoted. Alias them in a view, point "
+            "source.table at it and use the aliases in the spec:\n"
+            f"  create view {view} as\n  select {select}\n  from {_quoted(schema)}.{_quoted(relation)};\n"
+            f"  grant select on {view} to <the role of the run>;")
 
 
 def _format_error(path: Path, error: ValidationError) -> str:
@@ -284,11 +392,28 @@ def load_spec(path: str | Path) -> PipelineSpec:
     return spec
 
 
-def load_specs(directory: str | Path = DEFAULT_PIPELINES_DIR) -> list[PipelineSpec]:
-    """All specs of a directory (``*.yaml``), sorted by name; two specs with one name is an error."""
-    specs = [load_spec(p) for p in sorted(Path(directory).glob("*.yaml"))]
+def load_specs_isolated(directory: str | Path = DEFAULT_PIPELINES_DIR) -> tuple[list[PipelineSpec], list[SpecError]]:
+    """The valid specs of a directory and one error per invalid file: one bad spec never hides the others.
+
+    Two files with one pipeline name are both invalid (which one is meant cannot be told).
+    """
+    specs, errors = [], []
+    for path in sorted(Path(directory).glob("*.yaml")):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as exc:
+            errors.append(exc)
     names = [s.name for s in specs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise SpecError(f"{directory}: pipeline names used twice: {duplicates}")
-    return sorted(specs, key=lambda s: s.name)
+    for spec in [s for s in specs if names.count(s.name) > 1]:
+        others = [str(o.origin) for o in specs if o.name == spec.name and o is not spec]
+        errors.append(SpecError(f"{spec.origin}: invalid pipeline spec\n  name: {spec.name!r} is used by {others} "
+                                "too; pipeline names must be unique"))
+    return sorted((s for s in specs if names.count(s.name) == 1), key=lambda s: s.name), errors
+
+
+def load_specs(directory: str | Path = DEFAULT_PIPELINES_DIR) -> list[PipelineSpec]:
+    """All specs of a directory (``*.yaml``), sorted by name; any invalid one raises :class:`SpecError`."""
+    specs, errors = load_specs_isolated(directory)
+    if errors:
+        raise SpecError("\n\n".join(str(error) for error in errors))
+    return specs

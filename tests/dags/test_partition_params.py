@@ -36,3 +36,30 @@ def test_inconsistent_params_are_refused_with_the_reason(params, message):
 def test_a_run_without_a_logical_date_takes_the_last_complete_day():
     start, end = manual_interval("@daily", dt.datetime(2026, 11, 28, 10, 53, 12, tzinfo=UTC))
     assert (start, end) == (dt.datetime(2026, 11, 27, tzinfo=UTC), dt.datetime(2026, 11, 28, tzinfo=UTC))
+
+
+def test_staging_names_of_a_range_are_lowercase_short_and_share_one_stem():
+    from lm_insights.spec import load_specs
+    from lm_insights.steps.partition import Partition, staging_name, staging_stem, stem_of
+
+    spec = next(s for s in load_specs() if s.name == "customer_reviews")
+    long_name = spec.model_copy(update={"name": "a" * 32})
+    for one in (spec, long_name):
+        for partition in (Partition.days("2008-01-01", "2017-12-31"),
+                          Partition(dt.datetime(2026, 11, 1, 6, tzinfo=UTC), dt.datetime(2026, 11, 1, 18, tzinfo=UTC),
+                                    run_id="manual__2026-11-28T10:53:12+00:00")):
+            names = [staging_name(one, partition, step) for step in ("extracted", "rejects_loaded", "summary")]
+            assert all(n == n.lower() and len(n) <= 63 for n in names), names
+            assert {stem_of(n) for n in names} == {staging_stem(one, partition)}
+
+
+def test_run_takes_a_date_or_an_inclusive_range():
+    from lm_insights.cli import cli_partition
+    from lm_insights.steps.partition import Partition
+
+    assert cli_partition("2026-11-01", "2026-11-03") == Partition.days("2026-11-01", "2026-11-03")
+    assert cli_partition("2026-11-02", "2026-11-02") == Partition.day("2026-11-02")
+    with pytest.raises(SystemExit, match="--end 2026-11-01 is before --start 2026-11-02"):
+        cli_partition("2026-11-02", "2026-11-01")
+    with pytest.raises(SystemExit, match="dates are YYYY-MM-DD"):
+        cli_partition("11/02/2026", "2026-11-03")

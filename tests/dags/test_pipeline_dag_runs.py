@@ -7,11 +7,18 @@ import datetime as dt
 import psycopg
 import pytest
 
+from pathlib import Path
+
 from lm_insights.runtime import demo_warehouse
 from lm_insights.cli import run_dag
+from lm_insights.spec import load_spec
+from lm_insights.steps.partition import Partition
+from lm_insights.steps.textualize import occluded_texts, render
+from tests.oracles import check_partition
 
 DAY = dt.date(2026, 11, 2)
 INSIGHT_SUFFIXES = ("rows", "segments", "drivers", "summaries", "rejects")
+PIPELINES = Path(__file__).resolve().parents[2] / "dags" / "pipelines"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +50,20 @@ def latest_run(conninfo: str, pipeline: str) -> dict:
         return dict(zip([c.name for c in cursor.description], cursor.fetchone()))
 
 
+def lm_texts_of_rows(conninfo: str, pipeline: str, day: dt.date) -> set[str]:
+    """Every text the model reads for a loaded partition: each row's text and, with attributions, its occlusions."""
+    spec = load_spec(PIPELINES / f"{pipeline}.yaml")
+    with psycopg.connect(conninfo) as conn:
+        cursor = conn.execute(f'select * from insights."{pipeline}_rows" where partition_start = %s',
+                              (dt.datetime.combine(day, dt.time(0), dt.timezone.utc),))
+        rows = [dict(zip([c.name for c in cursor.description], r)) for r in cursor.fetchall()]
+    assert all(row["text"] == render(spec, row) for row in rows), "the stored text is the template's"
+    texts = {row["text"] for row in rows}
+    if spec.lm.attributions:
+        texts |= {text for row in rows for _, text in occluded_texts(spec, row)}
+    return texts
+
+
 def source_count(conninfo: str, view: str, column: str, day: dt.date) -> int:
     with psycopg.connect(conninfo) as conn:
         return conn.execute(f"select count(*) from retail.{view} where {column} = %s", (day,)).fetchone()[0]
@@ -63,7 +84,8 @@ def test_dag_run_loads_the_partition_and_loses_no_row(warehouse, pipeline, view,
     assert record["rejected"] == len(content["rejects"]) > 0
     assert record["loaded"] == len(content["rows"])
     assert record["extracted"] == record["loaded"] + record["rejected"]
-    assert record["computed"] > 0 and record["cached"] == 0
+    # other tests (or days) may have cached some texts already: together they are every text read, once each
+    assert record["computed"] + record["cached"] == len(lm_texts_of_rows(warehouse, pipeline, DAY)) > 0
     assert len(content["summaries"]) == 1 and content["segments"]
     with psycopg.connect(warehouse) as conn:
         staging = conn.execute("select count(*) from pg_tables where schemaname = 'lm_staging' "
@@ -83,7 +105,7 @@ def test_rerun_of_a_partition_is_idempotent_and_encodes_nothing(warehouse):
 
 
 def test_rejected_rows_keep_the_row_and_the_reason(warehouse):
-    run_dag("product_sales", DAY)
+    assert run_dag("product_sales", DAY).state == "success"
     with psycopg.connect(warehouse) as conn:
         rejects = conn.execute("select row_key, row, failed_expectations, reason from insights.product_sales_rejects "
                                "where partition_start = %s", (dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc),)
@@ -96,29 +118,31 @@ def test_rejected_rows_keep_the_row_and_the_reason(warehouse):
 
 
 def test_article_example_price_tiers_and_direction(warehouse):
-    run_dag("product_sales", DAY)
-    with psycopg.connect(warehouse) as conn:
-        tiers = conn.execute(
-            "select segment_value, row_count, mean, variance from insights.product_sales_segments "
-            "where partition_start = %s and segment = 'tiers:price' and metric = 'units' order by segment_order",
-            (dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc),)).fetchall()
-        summary = conn.execute("select summary from insights.product_sales_summaries where partition_start = %s",
-                               (dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc),)).fetchone()[0]
-        article = conn.execute(
-            "select product_name, price, units from insights.product_sales_rows where partition_start = %s "
-            "and product_name in ('A', 'B', 'C') order by price",
-            (dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc),)).fetchall()
-    assert [(p, float(price), u) for p, price, u in article] == [("A", 100, 1000), ("B", 200, 800), ("C", 300, 600)]
-    assert [t[0] for t in tiers] == ["[0, 150)", "[150, 250)", "[250, 100000)"]
-    assert all(count > 0 and variance is not None for _, count, _, variance in tiers)
-    means = [t[2] for t in tiers]
-    assert means == sorted(means, reverse=True), "units fall with the price tier in the demo data"
-    assert "units falls as price rises" in summary
+    assert run_dag("product_sales", DAY).state == "success"
+    spec, partition = load_spec(PIPELINES / "product_sales.yaml"), Partition.day(DAY)
+    tables = check_partition(warehouse, warehouse, spec, partition)  # every figure against the pandas oracle
+    article = tables["rows"][tables["rows"]["product_name"].isin(["A", "B", "C"])].sort_values("price")
+    assert [(p, float(price), u, text) for p, price, u, text in
+            article[["product_name", "price", "units", "text"]].itertuples(index=False)] == [
+        ("A", 100, 1000, "Product: A. Category: Electronics. Price: 100 yuan. Units sold: 1000."),
+        ("B", 200, 800, "Product: B. Category: Electronics. Price: 200 yuan. Units sold: 800."),
+        ("C", 300, 600, "Product: C. Category: Electronics. Price: 300 yuan. Units sold: 600."),
+    ]
+    segments = tables["segments"]
+    tiers = segments[(segments["segment"] == "tiers:price") & (segments["metric"] == "units")] \
+        .sort_values("segment_order")
+    assert list(tiers["segment_value"]) == ["[0, 150)", "[150, 250)", "[250, 100000)"]
+    assert list(tiers["mean"]) == sorted(tiers["mean"], reverse=True), "units fall with the price tier"
+    price = tables["drivers"].set_index("field").loc["price"]
+    assert price["direction"] == "units falls as price rises"
+    assert "units falls as price rises" in tables["summaries"]["summary"].iloc[0]
 
 
 def test_table_expectation_failure_fails_the_run_without_touching_loaded_data(warehouse):
     """A day with no rows breaks `row count >= 1`: the run fails, earlier partitions stay as they were."""
+    assert run_dag("customer_reviews", DAY).state == "success"
     before = partition_content(warehouse, "customer_reviews", DAY)
+    assert before["rows"] and before["segments"] and before["summaries"]
     empty_day = dt.date(2026, 12, 25)
     run = run_dag("customer_reviews", empty_day)
     assert run.state == "failed"

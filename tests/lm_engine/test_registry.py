@@ -36,20 +36,40 @@ def test_model_key_hashes_the_weights_once_per_file_version(registry_dir, monkey
     import hashlib
 
     weights = registry_dir / "my-model" / "model.safetensors"
-    expected = hashlib.sha256(b"not really weights").hexdigest()[:12]
-    assert registry.model_key("my-model", registry_dir / "my-model") == f"my-model@{expected}"
-    assert registry.model_key(str(registry_dir / "my-model"), registry_dir / "my-model") == f"my-model@{expected}"
+    first = registry.model_key("my-model", registry_dir / "my-model")
+    assert first == registry.model_key(str(registry_dir / "my-model"), registry_dir / "my-model")
+    assert first.startswith("my-model@") and first.endswith("/fp32")
 
     calls = []
     real_sha256 = hashlib.sha256
-    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(1) or real_sha256(*a))
-    registry.model_key("my-model", registry_dir / "my-model")
-    assert calls == []  # cached: same path, mtime and size
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(a) or real_sha256(*a))
+    assert registry.model_key("my-model", registry_dir / "my-model") == first
+    assert len(calls) == 1  # the files are not hashed again (same path, mtime and size); only the list of digests
 
     weights.write_bytes(b"retrained weights!")
-    changed = registry.model_key("my-model", registry_dir / "my-model")
-    assert calls == [1] and changed == f"my-model@{real_sha256(b'retrained weights!').hexdigest()[:12]}"
+    assert registry.model_key("my-model", registry_dir / "my-model") != first
+
+
+@pytest.mark.parametrize("changed_file", ["tokenizer.json", "config.json", "sentence_bert_config.json",
+                                          "modules.json", "1_Pooling/config.json"])
+def test_model_key_changes_with_every_file_that_changes_outputs(model_copy, changed_file):
+    before = registry.model_key("copy", model_copy)
+    path = model_copy / changed_file
+    path.write_text(path.read_text().replace("}", ', "edited": true}', 1))
+    assert registry.model_key("copy", model_copy) != before
+
+
+def test_model_key_ignores_other_files_and_follows_the_engine_version_and_precision(model_copy, monkeypatch):
+    before = registry.model_key("copy", model_copy)
+    (model_copy / "README.md").write_text("edited documentation")
+    assert registry.model_key("copy", model_copy) == before
+    assert registry.model_key("copy", model_copy, "bf16") == before.replace("/fp32", "/bf16")
+    with pytest.raises(ValueError, match=r"precision 'fp16' is not one of \('fp32', 'bf16'\)"):
+        registry.model_key("copy", model_copy, "fp16")
+    monkeypatch.setattr(registry, "ENGINE_VERSION", "2")
+    assert registry.model_key("copy", model_copy) != before
 
 
 def test_default_model_key(engine):
-    assert engine.model_key.startswith("all-MiniLM-L6-v2@") and len(engine.model_key.split("@")[1]) == 12
+    digest, precision = engine.model_key.removeprefix("all-MiniLM-L6-v2@").split("/")
+    assert len(digest) == 12 and precision == engine.precision == "fp32"  # the CPU default

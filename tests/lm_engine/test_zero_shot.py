@@ -54,12 +54,28 @@ def test_zero_shot_beats_the_majority_baseline(engine):
     assert all(-1.0 <= r.score <= 1.0 and r.margin >= 0.0 for r in results)
 
 
+def cosine_oracle(vectors, prototypes, labels, min_margin):
+    """(label, score, margin) per vector, computed in float64 one label at a time: cos = u.p / (|u| |p|)."""
+    results = []
+    for v in np.asarray(vectors, dtype=np.float64):
+        scores = sorted(((float(np.dot(v, p) / (np.linalg.norm(v) * np.linalg.norm(p))), label)
+                         for label, p in zip(labels, np.asarray(prototypes, dtype=np.float64))), reverse=True)
+        (best, label), (runner_up, _) = scores[0], scores[1]
+        results.append((label if best - runner_up >= min_margin else UNCERTAIN, best, best - runner_up))
+    return results
+
+
 def test_classify_vectors_reuses_cached_embeddings(engine):
-    texts = [text for text, _ in REVIEWS[:6]]
-    direct = engine.classify(texts, LABELS, min_margin=0.02)
-    cached = classify_vectors(engine.encode(texts).vectors, engine.prototypes(LABELS), list(LABELS), 0.02)
-    assert [c.label for c in cached] == [d.label for d in direct]
-    assert np.allclose([c.score for c in cached], [d.score for d in direct], atol=1e-6)
+    """Embeddings read back from the cache (pgvector keeps float32, as a list) classify as the texts do."""
+    texts = [text for text, _ in REVIEWS[::3]]
+    stored = [[float(x) for x in np.float32(row)] for row in engine.encode(texts).vectors]
+    prototypes = engine.prototypes(LABELS)
+    cached = classify_vectors(stored, prototypes, list(LABELS), 0.02)
+    expected = cosine_oracle(stored, prototypes, list(LABELS), 0.02)
+    assert [c.label for c in cached] == [label for label, _, _ in expected]
+    assert np.allclose([(c.score, c.margin) for c in cached], [(s, m) for _, s, m in expected], atol=1e-6)
+    assert [c.label for c in engine.classify(texts, LABELS, min_margin=0.02)] == [c.label for c in cached]
+    assert {label for label, _, _ in expected} == set(LABELS), "the reviews cover every label"
 
 
 def test_uncertain_below_min_margin():

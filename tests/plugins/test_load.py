@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -12,7 +14,7 @@ from psycopg import sql
 from lm_insights.runtime import demo_warehouse
 from lm_insights.steps.extract import extract_partition
 from lm_insights.steps.insights import build_insights
-from lm_insights.steps.load import MissingStaging, load_partition
+from lm_insights.steps.load import MissingStaging, drop_staging, load_partition
 from lm_insights.steps.partition import Partition, staging_table
 from lm_insights.steps.infer import cache_key
 from lm_insights.pipeline import run_partition
@@ -54,21 +56,55 @@ def test_a_failed_load_leaves_the_previous_partition_intact(warehouse_conninfo):
 
 
 def test_two_runs_of_one_partition_at_once_keep_their_own_staging(warehouse_conninfo):
-    """A manual trigger during a backfill of the same day: neither run breaks the other."""
+    """A manual trigger during a backfill of the same day: two threads run every step at the same moment (a barrier
+    before each step), and neither run breaks the other."""
     demo_warehouse.create_schema(warehouse_conninfo)
     demo_warehouse.generate(warehouse_conninfo, start=DAY.start.date(), days=1, sales_per_day=5, reviews_per_day=8)
-    first = dataclasses.replace(DAY, run_id="backfill__2026-11-01")
-    extract_partition(SPEC, warehouse_conninfo, warehouse_conninfo, first)
-    rejected = validate_partition(SPEC, warehouse_conninfo, first).rejected
-    textualize_partition(SPEC, warehouse_conninfo, first)
+    runs = [dataclasses.replace(DAY, run_id=f"{kind}__2026-11-01") for kind in ("backfill", "manual")]
+    barrier = threading.Barrier(len(runs), timeout=120)
+    staging_seen: list[set[str]] = []
 
-    second = run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY, run_id="manual__2026-11-01")
-    assert second.status == "success"  # and it dropped its own staging tables, not the first run's
+    def staging_tables() -> set[str]:
+        with psycopg.connect(warehouse_conninfo) as conn:
+            return {n for (n,) in conn.execute("select tablename from pg_tables where schemaname = 'lm_staging' "
+                                               "and tablename like 'customer\\_reviews\\_\\_20261101%'")}
 
-    infer_shard(SPEC, warehouse_conninfo, first, 0, 1)
-    build_insights(SPEC, warehouse_conninfo, first, cache_key(SPEC), rejected)
-    loaded = load_partition(SPEC, warehouse_conninfo, first)
-    assert loaded["rows"] == second.loaded and loaded["rejects"] == second.rejected
+    def run(partition: Partition) -> dict[str, int]:
+        steps = [lambda: extract_partition(SPEC, warehouse_conninfo, warehouse_conninfo, partition),
+                 lambda: validate_partition(SPEC, warehouse_conninfo, partition).rejected,
+                 lambda: textualize_partition(SPEC, warehouse_conninfo, partition),
+                 lambda: infer_shard(SPEC, warehouse_conninfo, partition, 0, 1),
+                 lambda: build_insights(SPEC, warehouse_conninfo, partition, cache_key(SPEC), results[1]),
+                 lambda: staging_seen.append(staging_tables()),
+                 lambda: load_partition(SPEC, warehouse_conninfo, partition),
+                 lambda: drop_staging(SPEC, warehouse_conninfo, partition)]
+        results = []
+        try:
+            for step in steps:
+                barrier.wait()
+                results.append(step())
+        except Exception:
+            barrier.abort()  # the other run stops at its next step instead of waiting for this one
+            raise
+        return results[6]
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = [pool.submit(run, partition) for partition in runs]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    for error in sorted(errors, key=lambda e: isinstance(e, threading.BrokenBarrierError)):
+        raise error
+    loaded = [f.result() for f in futures]
+
+    steps_by_run: dict[str, set[str]] = {}
+    for name in set.union(*staging_seen):  # customer_reviews__20261101_<run hash>__<step>
+        tag, step = name.split("__")[1:]
+        steps_by_run.setdefault(tag, set()).add(step)
+    assert len(steps_by_run) == 2, f"both runs' staging tables exist at once: {sorted(steps_by_run)}"
+    assert len({frozenset(steps) for steps in steps_by_run.values()}) == 1 and "rows" in steps_by_run.popitem()[1]
+    assert loaded[0] == loaded[1] and loaded[0]["rows"] > 0 and loaded[0]["rejects"] > 0
+    assert staging_tables() == set(), "each run dropped its own staging tables"
+    reference = run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY)
+    assert (reference.loaded, reference.rejected) == (loaded[0]["rows"], loaded[0]["rejects"])
 
 
 def test_runs_of_two_pipelines_with_one_run_id_are_both_recorded(warehouse_conninfo):

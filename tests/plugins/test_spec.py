@@ -148,5 +148,79 @@ def test_two_specs_with_one_name_is_an_error(tmp_path):
     raw = yaml.safe_load(CUSTOMER_REVIEWS.read_text())
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(raw))
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(SpecError, match=r"pipeline names used twice: \['customer_reviews'\]"):
+    with pytest.raises(SpecError, match=r"a.yaml: invalid pipeline spec\n  name: 'customer_reviews' is used by "
+                                        r"\[.*b.yaml'\] too"):
         load_specs(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "detail"),
+    [
+        pytest.param(lambda raw: raw["source"]["columns"].append("text"), "source.columns[7]",
+                     "'text' is reserved", id="column-named-text"),
+        pytest.param(lambda raw: raw["source"]["columns"].append("n_tokens"), "source.columns[7]",
+                     "'n_tokens' is reserved", id="column-named-n_tokens"),
+        pytest.param(lambda raw: raw["source"]["columns"].append("truncated"), "source.columns[7]",
+                     "'truncated' is reserved", id="column-named-truncated"),
+        pytest.param(lambda raw: raw["source"]["columns"].append("positioning_label"), "source.columns[7]",
+                     "'positioning_label' is reserved (a column of label set 'positioning')", id="column-named-set-label"),
+        pytest.param(lambda raw: raw["source"]["columns"].append("price"), "source.columns",
+                     "['price'] listed twice", id="duplicate-source-column"),
+        pytest.param(lambda raw: raw["insights"]["metrics"].append("units"), "insights.metrics",
+                     "['units'] listed twice", id="duplicate-metric"),
+        pytest.param(lambda raw: raw["text"]["columns"].append("price"), "text.columns",
+                     "['price'] listed twice", id="duplicate-text-column"),
+        pytest.param(lambda raw: raw["lm"]["label_sets"]["positioning"]["labels"].update(uncertain="unsure"),
+                     "lm.label_sets.positioning.labels", "'uncertain' is reserved", id="label-named-uncertain"),
+        pytest.param(lambda raw: raw["text"].update(template="Price: {price:.2z} yuan."), "text.template",
+                     "{price:.2z} formats no number, text or date", id="format-spec-fits-nothing"),
+        pytest.param(lambda raw: raw["source"]["columns"].append("CustomerID"), "source.columns ['CustomerID']",
+                     '"CustomerID" as customer_id', id="mixed-case-column"),
+    ],
+)
+def test_checks_at_load_name_file_and_field(tmp_path, change, field, detail):
+    path, message = _broken(tmp_path, change)
+    assert str(path) in message
+    assert field in message
+    assert detail in message
+
+
+def test_odd_identifiers_error_gives_a_view_that_works(tmp_path, warehouse_conninfo):
+    """The SQL in the message, run as is, gives a view whose columns a spec accepts."""
+    import psycopg
+
+    raw = yaml.safe_load(PRODUCT_SALES.read_text())
+    raw["source"].update(table="shop.Orders", key=["CustomerID"], partition_column="order date",
+                         columns=["CustomerID", "order date", "price €", "units"])
+    raw["text"] = {"columns": ["price €"]}
+    _, message = _broken_raw(tmp_path, raw)
+    assert "source.table 'shop.Orders', source.columns ['CustomerID', 'order date', 'price €']" in message
+    statement = message[message.index("create view"):message.index(";") + 1]
+    with psycopg.connect(warehouse_conninfo, autocommit=True) as conn:
+        conn.execute('create schema shop; create table shop."Orders" ("CustomerID" int, "order date" date, '
+                     '"price €" numeric, units int)')
+        conn.execute('insert into shop."Orders" values (7, %s, 9.5, 2)', (dt.date(2026, 11, 1),))
+        conn.execute(statement)
+        assert conn.execute("select customer_id, order_date, price_eur, units from shop.orders_lm").fetchone() == (
+            7, dt.date(2026, 11, 1), Decimal("9.5"), 2)
+    raw["source"].update(table="shop.orders_lm", key=["customer_id"], partition_column="order_date",
+                         columns=["customer_id", "order_date", "price_eur", "units"])
+    raw["text"] = {"columns": ["price_eur"]}
+    raw["expectations"] = {}
+    raw["insights"] = {"metrics": ["units"], "segments": [{"by_label": "positioning"}]}
+    assert load_spec(_write(tmp_path, raw)).source.table == "shop.orders_lm"
+
+
+def test_load_specs_isolated_keeps_the_valid_ones(tmp_path):
+    sales = yaml.safe_load(PRODUCT_SALES.read_text())
+    (tmp_path / "a_reviews.yaml").write_text(CUSTOMER_REVIEWS.read_text())
+    (tmp_path / "b_broken.yaml").write_text(yaml.safe_dump({**sales, "name": "broken", "retries": -1}))
+    (tmp_path / "c_sales.yaml").write_text(PRODUCT_SALES.read_text())
+    (tmp_path / "d_sales_again.yaml").write_text(PRODUCT_SALES.read_text())
+    specs, errors = spec.load_specs_isolated(tmp_path)
+    assert [s.name for s in specs] == ["customer_reviews"]
+    assert [str(e).splitlines()[0] for e in errors] == [
+        f"{tmp_path / 'b_broken.yaml'}: invalid pipeline spec", f"{tmp_path / 'c_sales.yaml'}: invalid pipeline spec",
+        f"{tmp_path / 'd_sales_again.yaml'}: invalid pipeline spec"]
+    assert "retries: Input should be greater than or equal to 0" in str(errors[0])
+    assert "name: 'product_sales' is used by" in str(errors[1])

@@ -48,3 +48,41 @@ def test_template_version_changes_with_template_and_columns_only():
     assert base == template_version(make_spec())
     assert base != template_version(make_spec("Product: {product_name}"))
     assert base != template_version(make_spec(columns=("product_name", "price")))
+
+
+def test_numbers_keep_their_meaning_in_text():
+    """No exponent for ordinary magnitudes, no rounding: distinct values never share a text (or a cache entry)."""
+    assert format_value(1234567.0) == "1234567"
+    assert format_value(19.999999) == "19.999999" != format_value(20.0) == "20"
+    assert format_value(0.1) == "0.1" and format_value(-3.25) == "-3.25"
+    assert format_value(123456789012345.6) == "123456789012345.6"
+    assert format_value(0.000001) == "0.000001"
+    assert format_value(decimal.Decimal("1234567.00")) == "1234567"
+    assert format_value(float("nan")) == format_value(decimal.Decimal("NaN")) == "unknown"
+    assert format_value(float("inf")) == "infinity" and format_value(float("-inf")) == "minus infinity"
+    assert format_value(-0.0) == format_value(0.0) == "0"
+
+
+ARTICLE_TEXTS = {  # the article's example, as the shipped product_sales template writes it
+    "A": "Product: A. Category: Electronics. Price: 100 yuan. Units sold: 1000.",
+    "B": "Product: B. Category: Electronics. Price: 200 yuan. Units sold: 800.",
+    "C": "Product: C. Category: Electronics. Price: 300 yuan. Units sold: 600.",
+}
+
+
+def test_the_article_rows_as_the_shipped_template_writes_them():
+    """Prices as PostgreSQL numeric hands them over (any scale or exponent), units as int."""
+    from pathlib import Path
+
+    from lm_insights.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml")
+    prices = {"A": ["100", "100.00", "1E+2"], "B": ["200", "200.0"], "C": ["300", "300.000", "3E+2"]}
+    units = {"A": 1000, "B": 800, "C": 600}
+    for product, written in prices.items():
+        for price in written:
+            row = {"sale_id": 7, "sale_date": dt.date(2026, 11, 2), "product_name": product,
+                   "category": "Electronics", "price": decimal.Decimal(price), "units": units[product],
+                   "revenue": decimal.Decimal(price) * units[product]}
+            assert render(spec, row) == ARTICLE_TEXTS[product], price
+    assert [format_value(v) for v in (decimal.Decimal("100.00"), 1000, 800, 600)] == ["100", "1000", "800", "600"]

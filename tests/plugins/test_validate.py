@@ -202,3 +202,21 @@ def test_expectation_that_cannot_run_names_the_entry(warehouse_conninfo):
     with pytest.raises(ValueError, match=r"product_sales: expectations\.rows\[0\] "
                                          r"expect_column_values_to_match_regex could not run"):
         validate_partition(spec, warehouse_conninfo, PARTITION)
+
+
+def test_a_range_partition_of_a_run_validates_through_great_expectations(warehouse_conninfo):
+    """Great Expectations folds unquoted names to lower case: a range's staging name must survive that."""
+    import dataclasses
+
+    spec = make_spec()
+    week = dataclasses.replace(Partition.days("2008-01-01", "2017-12-31"), run_id="manual__2026-11-28T10:53:12")
+    table = staging_table(spec, week, "extracted")
+    with db.connect(warehouse_conninfo) as conn:
+        conn.execute("create schema if not exists lm_staging")
+        conn.execute(sql.SQL("create table {} (_row_number bigint primary key, sale_id integer, sale_date date, "
+                             "product text, price double precision, units integer)").format(table))
+        db.copy_rows(conn, table, ["_row_number", *COLUMNS], ROWS)
+
+    summary = validate_partition(spec, warehouse_conninfo, week)
+
+    assert (summary.checked, summary.rejected) == (7, 5)

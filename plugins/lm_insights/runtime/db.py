@@ -24,19 +24,33 @@ def connect(conninfo: str, **kwargs: Any) -> psycopg.Connection:
     return psycopg.connect(conninfo, **kwargs)
 
 
+def libpq_keywords() -> frozenset[str]:
+    """Every connection parameter libpq understands (sslmode, sslrootcert, options, connect_timeout, ...)."""
+    from psycopg import pq
+
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
 def sqlalchemy_url(conninfo: str) -> str:
-    """The same database as a SQLAlchemy URL (psycopg2 driver), for Great Expectations."""
+    """The same database as a SQLAlchemy URL (psycopg2 driver), for Great Expectations.
+
+    Every parameter besides host, port, user, password and database (sslmode, sslrootcert, sslcert, sslkey,
+    options, application_name, connect_timeout, ...) goes into the query, which psycopg2 hands to libpq as is.
+    """
     from sqlalchemy.engine import URL
 
     params = conninfo_to_dict(conninfo)
     host = params.get("host")
-    query = {"host": host} if host and host.startswith("/") else {}
+    socket = bool(host and host.startswith("/"))
+    query = {k: str(v) for k, v in params.items() if k not in ("host", "port", "user", "password", "dbname")}
+    if socket:  # a unix socket directory cannot be the URL's host
+        query |= {"host": host, **({"port": str(params["port"])} if params.get("port") else {})}
     return URL.create(
         "postgresql+psycopg2",
         username=params.get("user"),
         password=params.get("password") or None,
-        host=None if query else host,
-        port=int(params["port"]) if params.get("port") and not query else None,
+        host=None if socket else host,
+        port=int(params["port"]) if params.get("port") and not socket else None,
         database=params.get("dbname"),
         query=query,
     ).render_as_string(hide_password=False)
@@ -63,10 +77,18 @@ def lock_ddl(conn: psycopg.Connection) -> None:
     conn.execute("select pg_advisory_xact_lock(hashtext('lm_insights ddl'))")
 
 
+def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
+    """Create ``schema`` only when it is missing: ``create schema if not exists`` needs CREATE on the database
+    even when the schema exists, and a least-privilege role has CREATE on its schemas only."""
+    if not conn.execute("select 1 from pg_namespace where nspname = %s", (schema,)).fetchone():
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+
+
 def ensure_insight_schema(conn: psycopg.Connection, schema: str) -> None:
     """Create the insight schema, the result cache and the runs table if they are missing."""
     lock_ddl(conn)
     conn.execute("create extension if not exists vector")
+    ensure_schema(conn, schema)
     run_sql_files(conn, "insights", schema=schema)
 
 
@@ -110,6 +132,10 @@ def table_columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str
 
 def table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
     return bool(table_columns(conn, schema, table))
+
+
+def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
+    return conn.execute("select exists (select from pg_namespace where nspname = %s)", (schema,)).fetchone()[0]
 
 
 class Progress:

@@ -19,6 +19,23 @@ PROJECT_DIR = embedded_pg.PROJECT_DIR
 WAREHOUSE_DB = "warehouse"
 AIRFLOW_DB = "airflow"
 GPU_POOL_SLOTS = 1  # one local inference slot: the CPU has 2 cores and a shard uses both
+# The Airflow UI/API listens here. Loopback by default: the local deployment makes every user an admin. Set
+# LM_INSIGHTS_UI_HOST=0.0.0.0 to expose it deliberately; users must then log in (see the README).
+UI_HOST = "127.0.0.1"
+UI_PORT = 8080
+
+
+def ui_host() -> str:
+    return os.environ.get("LM_INSIGHTS_UI_HOST", UI_HOST)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def default_airflow_home() -> Path:
@@ -31,13 +48,19 @@ def airflow_environment(server, airflow_home: Path) -> dict[str, str]:
     info = server.get_postmaster_info()
     warehouse = {"conn_type": "postgres", "host": str(info.socket_dir), "port": info.port,
                  "schema": WAREHOUSE_DB, "login": "postgres"}
+    host = ui_host()
     return {
+        "AIRFLOW__API__HOST": host,
+        "AIRFLOW__API__PORT": str(UI_PORT),
+        # tasks reach the execution API over loopback whatever the UI host is
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{UI_PORT}/execution/",
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor forks this many workers; the default 32 only costs memory
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        # everyone is an admin only while nobody else can reach the UI; exposed, it asks for a login
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": str(is_loopback(host)),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
             f"postgresql+psycopg2://postgres@/{AIRFLOW_DB}?host={info.socket_dir}&port={info.port}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),

@@ -1,7 +1,8 @@
 """Infer: run lm_engine on the partition's texts, computing only what the result cache does not hold.
 
-The cache key is (model key incl. a hash of the weights, head version, template version, sha256 of the text), so a
-change of model, label sets or template never reuses a stale result. Work is split into shards by the text hash;
+The cache key is (model key, head version, template version, sha256 of the text); the model key covers the
+checkpoint's files, the engine's code version and the numeric precision (lm.precision), so a change of model,
+precision, label sets or template never reuses a stale result. Work is split into shards by the text hash;
 each shard commits after every chunk, so a shard killed half-way and retried recomputes only what it had not
 cached. Duplicate texts within a partition are computed once.
 """
@@ -62,7 +63,8 @@ def cache_key(spec: PipelineSpec, model: str | None = None) -> CacheKey:
     from lm_engine import registry
 
     name = model or spec.lm.model
-    return CacheKey(registry.model_key(name, registry.resolve(name)), head_version(spec), template_version(spec))
+    return CacheKey(registry.model_key(name, registry.resolve(name), spec.lm.precision), head_version(spec),
+                    template_version(spec))
 
 
 def cache_table(spec: PipelineSpec) -> sql.Composed:
@@ -127,7 +129,7 @@ def infer_shard(spec: PipelineSpec, conninfo: str, partition: Partition, shard: 
         if not loaded:
             from lm_engine import load_engine
 
-            loaded["engine"] = engine or load_engine(model or spec.lm.model)
+            loaded["engine"] = engine or load_engine(model or spec.lm.model, precision=spec.lm.precision)
             loaded["prototypes"] = {name: loaded["engine"].prototypes(s.labels)
                                     for name, s in spec.lm.label_sets.items()}
         return loaded["engine"], loaded["prototypes"]

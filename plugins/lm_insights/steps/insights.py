@@ -7,6 +7,7 @@ the summary is a paragraph assembled from those figures only, with no text gener
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -15,7 +16,7 @@ from lm_insights.runtime import db
 from lm_insights.steps.infer import CacheKey, cache_table
 from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 from lm_insights.spec import PipelineSpec, Tiers
-from lm_insights.steps.textualize import lm_texts
+from lm_insights.steps.textualize import format_number, lm_texts
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +129,22 @@ def attribution_joins(spec: PipelineSpec, partition: Partition) -> list[tuple[st
         name=sql.Literal(name))) for name in spec.lm.label_sets]
 
 
+def finite(column: sql.Composable) -> sql.Composable:
+    """The column's value, or NULL where it is NaN or +-Infinity: statistics skip it as they skip a NULL."""
+    return sql.SQL("(case when {c}::float8 in ('NaN', 'Infinity', '-Infinity') then null else {c} end)").format(
+        c=column)
+
+
 def tier_expression(tiers: Tiers) -> tuple[sql.Composable, sql.Composable]:
     """A CASE naming each row's tier ``[low, high)`` and one giving the tier's order."""
-    column = sql.Identifier(tiers.column)
+    column = finite(sql.Identifier(tiers.column))
     names, orders = [], []
     for i, (low, high) in enumerate(zip(tiers.edges, tiers.edges[1:])):
         condition = sql.SQL("when {c} >= {low} and {c} < {high} then ").format(
             c=column, low=sql.Literal(low), high=sql.Literal(high))
-        names.append(condition + sql.Literal(f"[{low:g}, {high:g})"))
+        names.append(condition + sql.Literal(f"[{format_number(low)}, {format_number(high)})"))
         orders.append(condition + sql.Literal(i))
-    outside = f"outside [{tiers.edges[0]:g}, {tiers.edges[-1]:g})"
+    outside = f"outside [{format_number(tiers.edges[0])}, {format_number(tiers.edges[-1])})"
     name = sql.SQL("case when {c} is null then {unknown} {whens} else {outside} end").format(
         c=column, unknown=sql.Literal(UNKNOWN_SEGMENT), whens=sql.SQL(" ").join(names), outside=sql.Literal(outside))
     order = sql.SQL("case {whens} else {last} end").format(whens=sql.SQL(" ").join(orders),
@@ -162,7 +169,7 @@ def build_segments(spec: PipelineSpec, conn, partition: Partition) -> None:
                                                        sql.Literal(UNKNOWN_SEGMENT))
             order = sql.SQL("0")
         for metric in spec.insights.metrics:
-            m = sql.Identifier(metric)
+            m = finite(sql.Identifier(metric))
             selects.append(sql.SQL(
                 "select {segment} as segment, {value} as segment_value, min({order}) as segment_order, "
                 "{metric_name} as metric, count({m}) as row_count, avg({m})::float8 as mean, "
@@ -179,9 +186,9 @@ def build_segments(spec: PipelineSpec, conn, partition: Partition) -> None:
 
 def numeric_driver(conn, rows: sql.Composable, field: str, target: str) -> Driver | None:
     r, n = conn.execute(sql.SQL("select corr({x}, {y}), count(*) filter (where {x} is not null and {y} is not null) "
-                                "from {rows}").format(x=sql.Identifier(field), y=sql.Identifier(target), rows=rows)
-                        ).fetchone()
-    if r is None:
+                                "from {rows}").format(x=finite(sql.Identifier(field)), y=finite(sql.Identifier(target)),
+                                                      rows=rows)).fetchone()
+    if r is None or not math.isfinite(r):
         return None
     direction = f"{target} rises as {field} rises" if r > 0 else f"{target} falls as {field} rises"
     return Driver(field, abs(r), direction, f"pearson r = {r:+.3f}", n)
@@ -197,7 +204,7 @@ def categorical_driver(conn, rows: sql.Composable, field: str, target: str) -> D
         "select sum(g.n * (g.m - t.m) ^ 2) / nullif(t.ss, 0), "
         "(select v::text from g where n >= %(min_rows)s order by m desc limit 1), "
         "sum(g.n), count(*) from g, t group by t.ss"
-    ).format(x=sql.Identifier(field), y=sql.Identifier(target), rows=rows),
+    ).format(x=sql.Identifier(field), y=finite(sql.Identifier(target)), rows=rows),
         {"min_rows": MIN_GROUP_ROWS}).fetchone() or (None, None, 0, 0)
     if eta2 is None or top is None or groups < 2 or groups > MAX_CATEGORIES or groups > n / 2:
         return None
@@ -240,8 +247,7 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
     rows = staging_table(spec, partition, "rows")
     analysed, truncated = conn.execute(
         sql.SQL("select count(*), count(*) filter (where truncated) from {}").format(rows)).fetchone()
-    day = partition.start.date().isoformat() if partition.tag.isdigit() else str(partition)
-    parts = [f"{spec.name} for {day}: {analysed} rows analysed, {rejected} rejected by validation"
+    parts = [f"{spec.name} for {partition.describe()}: {analysed} rows analysed, {rejected} rejected by validation"
              + (f", {truncated} {'text' if truncated == 1 else 'texts'} truncated to the model's maximum length."
                 if truncated else ".")]
     segments = conn.execute(sql.SQL(

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 from psycopg import sql
 
 from lm_insights.runtime import db
-from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_stem, staging_table
 from lm_insights.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -20,12 +21,18 @@ log = logging.getLogger(__name__)
 # Insight table suffix -> staging step it is loaded from.
 INSIGHT_TABLES = {"rows": "rows", "segments": "segments", "drivers": "drivers", "summaries": "summary",
                   "rejects": "rejects_loaded"}
-STAGING_STEPS = ("extracted", "pending", "rejects", "texts", "occlusions", "attributions", "rows", "segments",
-                 "drivers", "summary", "rejects_loaded")
+# One row per source row: a run replaces the rows whose own partition-column value lies in its interval. Every other
+# insight table is an aggregate of a partition: a run replaces its interval's aggregates and drops those of every
+# interval that overlaps it, since they describe rows that this run has just replaced.
+ROW_TABLES = ("rows", "rejects")
 
 
 class MissingStaging(RuntimeError):
     """A step before load did not leave its staging table."""
+
+
+class IncompatibleColumnType(ValueError):
+    """A source column's type changed to one the insight table's column cannot hold (do not retry)."""
 
 
 def insight_table(spec: PipelineSpec, suffix: str) -> sql.Identifier:
@@ -50,24 +57,101 @@ def stage_rejects(spec: PipelineSpec, conn, partition: Partition) -> None:
     ), {"partition_start": partition.start})
 
 
+# ---------------------------------------------------------------------------------------------- column types
+
+_INTEGER_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}
+_LENGTH = re.compile(r"^(character varying|character|bit varying)\((\d+)\)$")
+_NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
+
+
+def holds(wide: str, narrow: str) -> bool:
+    """Whether every value of type ``narrow`` fits a column of type ``wide`` unchanged (``format_type`` names)."""
+    if wide == narrow:
+        return True
+    if wide.endswith("[]") and narrow.endswith("[]"):
+        return holds(wide[:-2], narrow[:-2])
+    text_like = ("text", "character varying")
+    if wide in text_like:
+        return narrow in text_like or bool(_LENGTH.match(narrow)) and not narrow.startswith("bit")
+    wide_length, narrow_length = _LENGTH.match(wide), _LENGTH.match(narrow)
+    if wide_length and narrow_length:
+        same_kind = wide_length.group(1) == narrow_length.group(1) or (
+            wide_length.group(1) == "character varying" and narrow_length.group(1) == "character")
+        return same_kind and int(narrow_length.group(2)) <= int(wide_length.group(2))
+    if narrow in _INTEGER_DIGITS:
+        if wide in _INTEGER_DIGITS:
+            return _INTEGER_DIGITS[narrow] <= _INTEGER_DIGITS[wide]
+        if wide == "numeric":
+            return True
+        if wide == "double precision":
+            return narrow != "bigint"  # a float8 holds integers exactly up to 2**53
+        if match := _NUMERIC.match(wide):
+            return int(match.group(1)) - int(match.group(2)) >= _INTEGER_DIGITS[narrow]
+    if wide == "double precision" and narrow == "real":
+        return True
+    if wide == "numeric" and _NUMERIC.match(narrow):
+        return True
+    wide_numeric, narrow_numeric = _NUMERIC.match(wide), _NUMERIC.match(narrow)
+    if wide_numeric and narrow_numeric:
+        (wp, ws), (np_, ns) = map(int, wide_numeric.groups()), map(int, narrow_numeric.groups())
+        return ns <= ws and np_ - ns <= wp - ws
+    return False
+
+
+def widen_columns(conn, table: sql.Identifier, existing: dict[str, str], staged: dict[str, str],
+                  table_name: str) -> None:
+    """Widen insight-table columns to a wider staged type (``varchar(20)`` -> ``varchar(50)``); refuse a change
+    that would lose values, naming the column and how to migrate."""
+    for column, new_type in staged.items():
+        old_type = existing.get(column)
+        if old_type is None or holds(old_type, new_type):
+            continue
+        if not holds(new_type, old_type):
+            raise IncompatibleColumnType(
+                f"{table_name}.{column} is {old_type}, but the source now gives {new_type}, which it cannot hold. "
+                f"Migrate it once: alter table {table_name} alter column \"{column}\" type {new_type} "
+                f"using \"{column}\"::{new_type}; (or rename the table to start it afresh), then rerun")
+        log.info("%s: widening column %s from %s to %s", table_name, column, old_type, new_type)
+        conn.execute(sql.SQL("alter table {} alter column {} type {}").format(
+            table, sql.Identifier(column), sql.SQL(new_type)))
+
+
 def ensure_like(conn, table: sql.Identifier, schema: str, name: str, source: sql.Identifier,
                 source_name: str) -> None:
-    """Create ``table`` shaped like the staging ``source``; add columns a changed spec brings."""
+    """Create ``table`` shaped like the staging ``source`` plus ``partition_end``; add columns a changed spec
+    brings and widen columns whose source type grew."""
+    staged = db.table_columns(conn, STAGING_SCHEMA, source_name)
     if not db.table_exists(conn, schema, name):
         conn.execute(sql.SQL("create table {} (like {})").format(table, source))
         conn.execute(sql.SQL("create index on {} (partition_start)").format(table))
-        return
     existing = db.table_columns(conn, schema, name)
-    for column, type_name in db.table_columns(conn, STAGING_SCHEMA, source_name).items():
+    widen_columns(conn, table, existing, staged, f"{schema}.{name}")
+    for column, type_name in {**staged, "partition_end": "timestamp with time zone"}.items():
         if column not in existing:
             conn.execute(sql.SQL("alter table {} add column {} {}").format(
                 table, sql.Identifier(column), sql.SQL(type_name)))
+
+
+def replace_interval(spec: PipelineSpec, conn, suffix: str, table: sql.Identifier, partition: Partition) -> int:
+    """Delete what the run's interval replaces in one insight table; return how many rows went."""
+    interval = {"start": partition.start, "end": partition.end}
+    if suffix == "rows":  # the rows' own partition-column values, whichever run loaded them
+        where = sql.SQL("{part} >= %(start)s and {part} < %(end)s").format(
+            part=sql.Identifier(spec.source.partition_column))
+    elif suffix == "rejects":
+        where = sql.SQL("(row ->> {part})::timestamptz >= %(start)s and (row ->> {part})::timestamptz < %(end)s"
+                        ).format(part=sql.Literal(spec.source.partition_column))
+    else:  # aggregates of this interval and of every interval overlapping it (older tables lack partition_end)
+        where = sql.SQL("partition_start < %(end)s and "
+                        "coalesce(partition_end, partition_start + interval '1 day') > %(start)s")
+    return conn.execute(sql.SQL("delete from {} where ").format(table) + where, interval).rowcount
 
 
 def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> dict[str, int]:
     """Replace the partition in every insight table; return rows loaded per table."""
     loaded = {}
     with db.connect(conninfo) as conn:  # one transaction: commit at the end or roll back on any error
+        conn.execute("set local time zone 'UTC'")  # a date partition column compares as midnight UTC
         db.lock_ddl(conn)
         stage_rejects(spec, conn, partition)
         for suffix, step in INSIGHT_TABLES.items():
@@ -77,20 +161,27 @@ def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> d
                 raise MissingStaging(f"{spec.name} {partition}: staging table {STAGING_SCHEMA}.{source_name} is "
                                      "missing; rerun the earlier tasks of this partition")
             ensure_like(conn, table, spec.sink.schema_, f"{spec.name}_{suffix}", source, source_name)
-            conn.execute(sql.SQL("delete from {} where partition_start = %s").format(table), (partition.start,))
-            columns = db.columns_sql(list(db.table_columns(conn, STAGING_SCHEMA, source_name)))
-            cursor = conn.execute(sql.SQL("insert into {} ({cols}) select {cols} from {}").format(
-                table, source, cols=columns))
+            if suffix == "rows":  # replace_interval finds the rows by their partition column
+                conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
+                    sql.Identifier(f"{spec.name}_rows_by_partition"), table,
+                    sql.Identifier(spec.source.partition_column)))
+            replace_interval(spec, conn, suffix, table, partition)
+            staged = [c for c in db.table_columns(conn, STAGING_SCHEMA, source_name)
+                      if c not in ("partition_start", "partition_end")]
+            cursor = conn.execute(sql.SQL(
+                "insert into {} (partition_start, partition_end, {cols}) select %s, %s, {cols} from {}"
+            ).format(table, source, cols=db.columns_sql(staged)), (partition.start, partition.end))
             loaded[suffix] = cursor.rowcount
     log.info("%s %s loaded %s", spec.name, partition, loaded)
     return loaded
 
 
 def drop_staging(spec: PipelineSpec, conninfo: str, partition: Partition) -> None:
-    """Remove the partition's staging tables once the run is recorded."""
+    """Remove the run's staging tables (every step's, by the run's stem) once the run is recorded."""
+    from lm_insights.steps.staging import drop_stem
+
     with db.connect(conninfo) as conn:
-        for step in STAGING_STEPS:
-            conn.execute(sql.SQL("drop table if exists {}").format(staging_table(spec, partition, step)))
+        drop_stem(conn, staging_stem(spec, partition))
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -11,6 +12,10 @@ from psycopg import sql
 from lm_insights.spec import PipelineSpec
 
 STAGING_SCHEMA = "lm_staging"
+MAX_STEP_LENGTH = 16  # the longest step name a staging table may end in ("rejects_loaded" is 14)
+# Lowercase only: Great Expectations (SQLAlchemy) folds an unquoted name to lower case, so a name with an upper-case
+# letter would be a different table to it than to our quoted SQL.
+_STAGING_NAME = re.compile(r"^[a-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -34,31 +39,64 @@ class Partition:
         start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
         return cls(start, start + dt.timedelta(days=1))
 
+    @classmethod
+    def days(cls, first: dt.date | str, last: dt.date | str) -> Partition:
+        """The days ``first`` .. ``last`` (inclusive, UTC) as one partition."""
+        return cls(cls.day(first).start, cls.day(last).end)
+
+    @property
+    def is_one_day(self) -> bool:
+        return self.start.time() == dt.time(0) and self.end - self.start == dt.timedelta(days=1)
+
     @property
     def tag(self) -> str:
-        """Short, sortable name used in staging table names."""
-        if self.start.time() == dt.time(0) and self.end - self.start == dt.timedelta(days=1):
+        """Short, sortable, lowercase name used in staging table names."""
+        if self.is_one_day:
             return self.start.strftime("%Y%m%d")
-        return f"{self.start:%Y%m%dT%H%M}_{self.end:%Y%m%dT%H%M}"
+        return f"{self.start:%Y%m%dt%H%M}_{self.end:%Y%m%dt%H%M}"
+
+    def describe(self) -> str:
+        """For people: ``2026-11-01``, ``2026-11-01 to 2026-11-03`` (whole days, inclusive), else the interval."""
+        whole_days = self.start.time() == dt.time(0) == self.end.time() and self.start.tzinfo == dt.timezone.utc
+        if self.is_one_day:
+            return self.start.date().isoformat()
+        if whole_days:
+            return f"{self.start.date().isoformat()} to {(self.end - dt.timedelta(days=1)).date().isoformat()}"
+        return str(self)
 
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
-def staging_name(spec: PipelineSpec, partition: Partition, step: str) -> str:
-    """``<pipeline>__<partition tag>[_<run hash>]__<step>``: one staging table per pipeline, partition, run and step.
+def staging_stem(spec: PipelineSpec, partition: Partition) -> str:
+    """``<pipeline>__<partition tag>[_<run hash>]``: the prefix every staging table of one run shares.
 
-    A tag that would make the name longer than PostgreSQL's 63 characters is replaced by its hash.
+    A tag that would make a staging name longer than PostgreSQL's 63 characters is replaced by its hash; the choice
+    is made for the longest step name, so all tables of a run keep one stem (the janitor groups them by it).
     """
     tag = partition.tag
     if partition.run_id:
         tag += "_" + hashlib.sha256(partition.run_id.encode()).hexdigest()[:6]
-    name = f"{spec.name}__{tag}__{step}"
-    if len(name) > 63:
-        name = f"{spec.name}__{hashlib.sha256(tag.encode()).hexdigest()[:12]}__{step}"
+    if len(spec.name) + 2 + len(tag) + 2 + MAX_STEP_LENGTH > 63:
+        tag = hashlib.sha256(tag.encode()).hexdigest()[:12]
+    return f"{spec.name}__{tag}"
+
+
+def staging_name(spec: PipelineSpec, partition: Partition, step: str) -> str:
+    """``<stem>__<step>``: one staging table per pipeline, partition, run and step; lowercase, unquoted-safe."""
+    if len(step) > MAX_STEP_LENGTH or "__" in step:
+        raise ValueError(f"staging step {step!r}: at most {MAX_STEP_LENGTH} characters, no '__'")
+    name = f"{staging_stem(spec, partition)}__{step}"
+    if not _STAGING_NAME.match(name):  # spec names are lowercase identifiers; this guards the tag and step
+        raise ValueError(f"staging table name {name!r} is not lowercase letters, digits and '_'")
     return name
 
 
+def stem_of(staging_table_name: str) -> str:
+    """The run stem of a staging table name (everything before its last ``__``)."""
+    return staging_table_name.rsplit("__", 1)[0]
+
+
 def staging_table(spec: PipelineSpec, partition: Partition, step: str) -> sql.Identifier:
-    """The staging table ``lm_staging."<pipeline>__<partition tag>__<step>"``."""
+    """The staging table ``lm_staging.<pipeline>__<partition tag>__<step>``, quoted."""
     return sql.Identifier(STAGING_SCHEMA, staging_name(spec, partition, step))

@@ -1,7 +1,8 @@
 """Textualize: each valid row becomes one text through the spec's versioned template.
 
 The default template is TabLLM's list serialisation ("The price is 100."). Values are cleaned the same way for
-every template: HTML entities decoded, whitespace collapsed, numbers without trailing zeros, NULL as "unknown".
+every template: HTML entities decoded, whitespace collapsed, numbers exact without trailing zeros or exponent,
+NULL and NaN as "unknown".
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import datetime as dt
 import decimal
 import hashlib
 import html
+import json
 import logging
 import re
+import string
 from contextlib import nullcontext
 
 from psycopg import sql
@@ -23,23 +26,57 @@ from lm_insights.spec import PipelineSpec
 log = logging.getLogger(__name__)
 
 # Bump when format_value or the default template changes: it is part of every cache key.
-SERIALIZER_VERSION = "1"
+SERIALIZER_VERSION = "2"  # 2: numbers in exact positional notation, NaN unknown
 MISSING_VALUE = "unknown"
 _WHITESPACE = re.compile(r"\s+")
+
+
+def format_number(value: decimal.Decimal | float) -> str:
+    """A number as its exact shortest text: ``1234567``, ``19.999999``, ``0.0001``; NaN is unknown.
+
+    Positional notation for ordinary magnitudes (1e-6 to 1e16) so that the model reads digits; beyond them the
+    shortest exponent form. Never rounded: two distinct values never share a text (and a cache entry).
+    """
+    number = value if isinstance(value, decimal.Decimal) else decimal.Decimal(repr(value))
+    if number.is_nan():
+        return MISSING_VALUE
+    if number.is_infinite():
+        return "infinity" if number > 0 else "minus infinity"
+    if number.is_zero():
+        return "0"
+    number = number.normalize()
+    if decimal.Decimal("1e-6") <= abs(number) < decimal.Decimal("1e16"):
+        return f"{number:f}"
+    return f"{number:e}".replace("e+", "e")
 
 
 def format_value(value: object) -> str:
     """One cell as text."""
     if value is None:
         return MISSING_VALUE
-    if isinstance(value, decimal.Decimal):
-        value = value.normalize()
-        return f"{value:f}"
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, decimal.Decimal | float):
+        return format_number(value)
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
+    if isinstance(value, dict | list):  # json, jsonb and arrays read as JSON, not as Python's repr
+        return json.dumps(value, ensure_ascii=False, default=str)
     return _WHITESPACE.sub(" ", html.unescape(str(value))).strip() or MISSING_VALUE
+
+
+class TemplateFormatter(string.Formatter):
+    """``{price}`` writes the value with :func:`format_value`; ``{price:.2f}`` formats the raw value; NULL reads
+    "unknown" either way."""
+
+    def convert_field(self, value: object, conversion: str | None) -> object:
+        return value if value is None else super().convert_field(value, conversion)
+
+    def format_field(self, value: object, format_spec: str) -> str:
+        if value is None or not format_spec:
+            return format_value(value)
+        return format(value, format_spec)
+
+
+TEMPLATE_FORMATTER = TemplateFormatter()
 
 
 def column_phrase(column: str) -> str:
@@ -49,7 +86,7 @@ def column_phrase(column: str) -> str:
 def render(spec: PipelineSpec, row: dict[str, object]) -> str:
     """The text of one row (``row`` maps column names to values)."""
     if spec.text.template:
-        return spec.text.template.format(**{c: format_value(row.get(c)) for c in spec.source.columns})
+        return TEMPLATE_FORMATTER.format(spec.text.template, **{c: row.get(c) for c in spec.source.columns})
     return " ".join(f"The {column_phrase(c)} is {format_value(row[c])}." for c in spec.text.columns)
 
 

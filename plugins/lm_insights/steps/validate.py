@@ -279,6 +279,28 @@ def _table_failure_message(spec: PipelineSpec, partition: Partition, valid: int,
     return "\n".join(lines)
 
 
+FLOAT_TYPES = ("real", "double precision", "numeric")  # the types that can hold NaN and +-Infinity
+
+
+def non_finite_rows(spec: PipelineSpec, conn, partition: Partition) -> list[tuple[int, str, str]]:
+    """``(_row_number, label, reason)`` for each NaN or +-Infinity in a metric or tier column.
+
+    Great Expectations lets them through (NaN passes ``min_value: 0``), and one NaN turns every mean, correlation
+    and summary sentence of its partition into NaN; so they are rejected unless ``insights.non_finite: exclude``.
+    """
+    types = db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "extracted"))
+    found = []
+    for column in spec.insights.number_columns:
+        if types.get(column, "").split("(")[0] not in FLOAT_TYPES:
+            continue
+        rows = conn.execute(sql.SQL(
+            "select _row_number, {c}::text from {extracted} where {c} in ('NaN', 'Infinity', '-Infinity') "
+            "order by _row_number").format(c=sql.Identifier(column),
+                                           extracted=staging_table(spec, partition, "extracted"))).fetchall()
+        found += [(n, f"finite({column})", f"{column} {value} is not a finite number") for n, value in rows]
+    return found
+
+
 def validate_partition(spec: PipelineSpec, conninfo: str, partition: Partition) -> ValidationSummary:
     """Check ``partition``'s extracted rows; write its rejects table; raise if a table-level expectation fails.
 
@@ -327,6 +349,12 @@ def _validate(spec: PipelineSpec, conninfo: str, partition: Partition, context, 
                         reasons.append(_reason(name, kwargs, values))
 
     with db.connect(conninfo) as conn:
+        if spec.insights.non_finite == "reject":
+            for row_number, label, reason in non_finite_rows(spec, conn, partition):
+                labels, reasons = rejects.setdefault(row_number, ([], []))
+                labels.append(label)
+                reasons.append(reason)
+                row_failures[label] = row_failures.get(label, 0) + 1
         _write_pending(conn, pending, rejects)
 
     table_results: list[tuple[str, bool, Any]] = []

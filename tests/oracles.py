@@ -1,0 +1,394 @@
+"""Independent oracles for every figure the platform publishes, recomputed with pandas/numpy from the source rows.
+
+The platform computes its figures in SQL (``lm_insights.steps.insights``); these functions compute the same
+figures again from the *source table* with pandas and numpy, and compare them with the insight tables to 1e-9
+relative. They select columns by name, so columns that other features add to the insight tables do not break
+them. The LM's labels are the one input taken from the platform (they are the model's output, checked by the
+encoder tests against sentence-transformers); everything measured on top of them is recomputed here.
+
+Use :func:`check_partition` for the whole set, or the single oracles for a new figure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import re
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+REL_TOL = 1e-9
+ABS_TOL = 1e-12  # for figures that are exactly zero (the variance of equal values)
+UNKNOWN = "unknown"
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def fetch_frame(conninfo: str, query: sql.Composable | str, params=None) -> pd.DataFrame:
+    """A query's rows as a DataFrame, columns by name; numeric (Decimal) cells stay Decimal until :func:`as_float`."""
+    with psycopg.connect(conninfo) as conn:
+        cursor = conn.execute(query, params)
+        return pd.DataFrame(cursor.fetchall(), columns=[c.name for c in cursor.description], dtype=object)
+
+
+def as_float(values: pd.Series) -> pd.Series:
+    """Numbers (int, Decimal, float) as float64; NULL, NaN and +-Infinity as NaN (statistics skip them)."""
+    numbers = [np.nan if v is None else float(v) for v in values]
+    return pd.Series([v if math.isfinite(v) else np.nan for v in numbers], index=values.index, dtype="float64")
+
+
+def non_finite(values: pd.Series) -> pd.Series:
+    """NaN or +-Infinity (a float or numeric cell; NULL is not one)."""
+    return values.map(lambda v: isinstance(v, float | decimal.Decimal) and not math.isfinite(float(v))).astype(bool)
+
+
+def utc_instant(value: object) -> dt.datetime:
+    """A partition column's value as a UTC instant: a ``date`` is its day starting at 00:00 UTC."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+    return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+
+
+def source_partition(conninfo: str, spec, partition) -> pd.DataFrame:
+    """The spec's source columns of every source row in ``[start, end)``, filtered here (not by the platform's SQL)."""
+    schema, table = spec.source.table.split(".") if "." in spec.source.table else ("public", spec.source.table)
+    frame = fetch_frame(conninfo, sql.SQL("select {} from {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, spec.source.columns)), sql.Identifier(schema, table)))
+    instants = frame[spec.source.partition_column].map(utc_instant)
+    inside = (instants >= partition.start) & (instants < partition.end)
+    return frame[inside.astype(bool)].reset_index(drop=True)
+
+
+def insight_frame(conninfo: str, spec, suffix: str, partition, missing_ok: bool = False) -> pd.DataFrame:
+    """The partition's rows of ``<sink schema>.<pipeline>_<suffix>`` (empty if ``missing_ok`` and it does not exist)."""
+    if missing_ok:
+        with psycopg.connect(conninfo) as conn:
+            if conn.execute("select to_regclass(%s)", (f'"{spec.sink.schema_}"."{spec.name}_{suffix}"',)
+                            ).fetchone()[0] is None:
+                return pd.DataFrame()
+    return fetch_frame(conninfo, sql.SQL("select * from {} where partition_start = %s").format(
+        sql.Identifier(spec.sink.schema_, f"{spec.name}_{suffix}")), (partition.start,))
+
+
+# ---------------------------------------------------------------------------------------------------- rejects
+
+
+def expected_reject_mask(spec, source: pd.DataFrame) -> pd.Series:
+    """Which source rows the spec's row-level expectations reject, decided with pandas.
+
+    GX semantics: NULLs are not failures of ``between`` or ``unique``; ``unique`` rejects every copy of a
+    repeated value.
+    """
+    rejected = pd.Series(False, index=source.index)
+    for entry in spec.expectations.rows:
+        (name, kwargs), = entry.items()
+        values = source[kwargs["column"]] if "column" in kwargs else None
+        if name == "expect_column_values_to_not_be_null":
+            failed = values.isna()
+        elif name == "expect_column_values_to_be_between":
+            numbers = as_float(values)
+            failed = pd.Series(False, index=source.index)
+            low, high = kwargs.get("min_value"), kwargs.get("max_value")
+            if low is not None:
+                failed |= (numbers <= low) if kwargs.get("strict_min") else (numbers < low)
+            if high is not None:
+                failed |= (numbers >= high) if kwargs.get("strict_max") else (numbers > high)
+            failed &= numbers.notna()
+        elif name == "expect_column_values_to_be_unique":
+            failed = values.notna() & values.duplicated(keep=False)
+        else:
+            raise NotImplementedError(f"no oracle for the row expectation {name}; add one to tests/oracles.py")
+        rejected |= failed.astype(bool)
+    if getattr(spec.insights, "non_finite", "reject") == "reject":  # NaN/Infinity in a number column of insights
+        for column in {*spec.insights.metrics, *(s.by_tiers.column for s in spec.insights.segments if s.by_tiers)}:
+            rejected |= non_finite(source[column])
+    return rejected
+
+
+def comparable(value: object) -> object:
+    """One cell in a form equal across Decimal/int/float, JSON strings and SQL values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, decimal.Decimal | int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dt.datetime):
+        return utc_instant(value).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def row_multiset(frame: pd.DataFrame, columns: list[str]) -> Counter:
+    return Counter(tuple(comparable(v) for v in row) for row in frame[columns].itertuples(index=False))
+
+
+def check_rejects(spec, source: pd.DataFrame, rejects: pd.DataFrame) -> None:
+    """The published rejects are exactly the source rows the expectations reject, each with its whole row."""
+    expected = source[expected_reject_mask(spec, source)]
+    columns = list(spec.source.columns)
+    part = spec.source.partition_column
+    published = Counter(
+        tuple(comparable(_iso_instant(row.get(c)) if c == part else row.get(c)) for c in columns)
+        for row in (rejects["row"] if len(rejects) else []))
+    assert published == row_multiset(expected, columns), "rejects differ from the expectations applied with pandas"
+    assert all(row_key for row_key in rejects.get("row_key", [])), "every reject names its row"
+
+
+def _iso_instant(value: str | None) -> object:
+    """The partition column of a reject's JSON row (an ISO date or timestamp) as a date or datetime."""
+    if value is None:
+        return None
+    return dt.date.fromisoformat(value) if len(value) == 10 else dt.datetime.fromisoformat(value)
+
+
+def valid_source_rows(spec, source: pd.DataFrame) -> pd.DataFrame:
+    return source[~expected_reject_mask(spec, source)].reset_index(drop=True)
+
+
+def check_rows(spec, valid: pd.DataFrame, rows: pd.DataFrame) -> None:
+    """``<pipeline>_rows`` holds every valid source row once, and no rejected row."""
+    columns = [c for c in spec.row_columns if c in valid.columns]
+    assert row_multiset(rows, columns) == row_multiset(valid, columns), \
+        "the rows table is not the source rows minus the rejects"
+
+
+# ---------------------------------------------------------------------------------------------------- segments
+
+
+def edge_text(edge: float) -> str:
+    """A tier edge as the segment names print it: 150, 19.9."""
+    return str(int(edge)) if float(edge).is_integer() else repr(float(edge))
+
+
+def tier_name(low: float, high: float) -> str:
+    return f"[{edge_text(low)}, {edge_text(high)})"
+
+
+def tier_of(value: float, edges: list[float]) -> tuple[str, int]:
+    """A value's tier ``[low, high)`` and its order; NULL is ``unknown``, beyond the edges ``outside [..)``."""
+    last = len(edges) - 1
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return UNKNOWN, last
+    for i, (low, high) in enumerate(zip(edges, edges[1:])):
+        if low <= value < high:
+            return tier_name(low, high), i
+    return f"outside [{edge_text(edges[0])}, {edge_text(edges[-1])})", last
+
+
+def expected_segments(spec, rows: pd.DataFrame) -> pd.DataFrame:
+    """count, mean, sample variance and stddev, min, max of every metric per segment value (pandas, ddof=1)."""
+    records = []
+    for segment in spec.insights.segments:
+        if segment.by_tiers:
+            tiers = [tier_of(v, segment.by_tiers.edges) for v in as_float(rows[segment.by_tiers.column])]
+            values = pd.Series([name for name, _ in tiers], index=rows.index)
+            orders = dict(tiers)
+        else:
+            values = rows[f"{segment.by_label}_label"].map(lambda v: UNKNOWN if v is None else v)
+            orders = {}
+        for metric in spec.insights.metrics:
+            numbers = as_float(rows[metric])
+            for value in sorted(set(values)):
+                group = numbers[values == value].dropna().to_numpy()
+                n = len(group)
+                records.append({
+                    "segment": segment.name, "segment_value": value, "segment_order": orders.get(value, 0),
+                    "metric": metric, "row_count": n,
+                    "mean": float(np.mean(group)) if n else None,
+                    "variance": float(np.var(group, ddof=1)) if n > 1 else None,
+                    "stddev": float(np.std(group, ddof=1)) if n > 1 else None,
+                    "min": float(np.min(group)) if n else None,
+                    "max": float(np.max(group)) if n else None,
+                })
+    return pd.DataFrame.from_records(records)
+
+
+def missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def close(expected: float | None, got: float | None) -> bool:
+    """Equal to 1e-9 relative; None and NaN both stand for SQL NULL."""
+    expected, got = (None if missing(v) else v for v in (expected, got))
+    if expected is None or got is None:
+        return expected is None and got is None
+    return math.isclose(float(expected), float(got), rel_tol=REL_TOL, abs_tol=ABS_TOL)
+
+
+SEGMENT_FIGURES = ("row_count", "mean", "variance", "stddev", "min", "max")
+
+
+def check_segments(spec, rows: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
+    """Every published segment figure equals the oracle's, and no segment is missing or extra."""
+    expected = expected_segments(spec, rows)
+    keys = ["segment", "segment_value", "metric"]
+    published = {tuple(r[k] for k in keys): r for r in segments.to_dict("records")}
+    wanted = {tuple(r[k] for k in keys): r for r in expected.to_dict("records")}
+    assert set(published) == set(wanted), (sorted(set(published) ^ set(wanted)))
+    for key, want in wanted.items():
+        got = published[key]
+        for figure in SEGMENT_FIGURES:
+            assert close(want[figure], got[figure]), f"segment {key} {figure}: oracle {want[figure]}, " \
+                                                     f"published {got[figure]}"
+        if key[0].startswith("tiers:"):
+            assert got["segment_order"] == want["segment_order"], f"segment {key} order"
+    return expected
+
+
+# ---------------------------------------------------------------------------------------------------- drivers
+
+
+def pearson(rows: pd.DataFrame, field: str, target: str) -> tuple[float | None, int]:
+    """Pearson r of the field and the target over rows where both are present (numpy), and that n."""
+    x, y = as_float(rows[field]), as_float(rows[target])
+    both = x.notna() & y.notna()
+    x, y = x[both].to_numpy(), y[both].to_numpy()
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return None, len(x)
+    return float(np.corrcoef(x, y)[0, 1]), len(x)
+
+
+def eta_squared(rows: pd.DataFrame, field: str, target: str) -> tuple[float | None, int, pd.Series]:
+    """Correlation ratio: between-group sum of squares / total sum of squares, with the group means (pandas)."""
+    frame = pd.DataFrame({"x": rows[field], "y": as_float(rows[target])})
+    frame = frame[frame["x"].notna() & frame["y"].notna()]
+    frame["x"] = frame["x"].map(str)
+    total = float(((frame["y"] - frame["y"].mean()) ** 2).sum())
+    groups = frame.groupby("x")["y"].agg(["count", "mean"])
+    between = float((groups["count"] * (groups["mean"] - frame["y"].mean()) ** 2).sum())
+    return (between / total if total else None), len(frame), groups
+
+
+def check_drivers(spec, rows: pd.DataFrame, drivers: pd.DataFrame, required: list[str] = ()) -> None:
+    """Every published driver's importance, direction, method and n equal the oracle's; ``required`` fields are
+    published; importance is sorted as the drivers table reads."""
+    published = drivers.to_dict("records")
+    assert {d["field"] for d in published} >= set(required), (required, [d["field"] for d in published])
+    target = spec.target
+    for d in published:
+        assert d["target"] == target
+        if d["method"].startswith("pearson"):
+            r, n = pearson(rows, d["field"], target)
+            assert r is not None and close(abs(r), d["importance"]), (d, r)
+            assert d["method"] == f"pearson r = {r:+.3f}" and d["n"] == n, (d, r, n)
+            rises = "rises" if r > 0 else "falls"
+            assert d["direction"] == f"{target} {rises} as {d['field']} rises", d
+        else:
+            assert d["method"] == "eta squared", d
+            eta2, n, groups = eta_squared(rows, d["field"], target)
+            assert eta2 is not None and close(eta2, d["importance"]), (d, eta2)
+            assert d["n"] == n and 2 <= len(groups) <= 20, (d, n, groups)
+            eligible = groups[groups["count"] >= 5]
+            best = set(eligible.index[np.isclose(eligible["mean"], eligible["mean"].max(), rtol=REL_TOL)])
+            top = d["direction"].removeprefix(f"highest {target} when {d['field']} = ")
+            assert top in best, (d, best)
+
+
+def expected_driver_fields(spec, rows: pd.DataFrame) -> list[str]:
+    """The spec's own fields (source columns and labels) that the oracle finds measurable: published for sure."""
+    skip = {*spec.source.key, spec.source.partition_column, *spec.insights.metrics}
+    fields = [c for c in spec.row_columns if c not in skip] + [f"{s}_label" for s in spec.lm.label_sets]
+    measurable = []
+    for field in fields:
+        values = rows[field].dropna()
+        if len(values) and all(isinstance(v, int | float | decimal.Decimal) and not isinstance(v, bool)
+                               for v in values):
+            if pearson(rows, field, spec.target)[0] is not None:
+                measurable.append(field)
+        else:
+            eta2, n, groups = eta_squared(rows, field, spec.target)
+            if eta2 is not None and 2 <= len(groups) <= 20 and len(groups) <= n / 2 and (groups["count"] >= 5).any():
+                measurable.append(field)
+    return measurable
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?%?")
+
+
+def summary_numbers(summary: str, partition, drivers: pd.DataFrame) -> list[str]:
+    """The numbers the summary states, without the partition's date and the driver directions' category values
+    (checked by :func:`check_drivers`)."""
+    text = summary
+    for day in (partition.start.date(), (partition.end - dt.timedelta(days=1)).date()):  # "for 2026-11-02"
+        text = text.replace(day.isoformat(), "")
+    for direction in drivers.get("direction", []):
+        text = text.replace(direction, "")
+    return _NUMBER.findall(text)
+
+
+def numeric_cells(frame: pd.DataFrame) -> list[float]:
+    return [float(v) for column in frame.columns for v in frame[column]
+            if isinstance(v, int | float | decimal.Decimal) and not isinstance(v, bool) and math.isfinite(float(v))]
+
+
+def check_summary(spec, partition, summary: str, rows: pd.DataFrame, rejected: int, segments: pd.DataFrame,
+                  drivers: pd.DataFrame, quality: pd.DataFrame | None = None) -> None:
+    """Every number in the summary is a figure of the tables, as the oracle computes it, rounded as printed.
+
+    ``quality`` (the heads' ``<pipeline>_quality`` rows, checked by their own oracle) adds its numbers, and its
+    shares as percentages."""
+    figures: list[float] = [len(rows), rejected]
+    if "truncated" in rows:
+        figures.append(int(rows["truncated"].fillna(False).astype(bool).sum()))
+    for figure in ("row_count", "mean", "variance"):
+        figures += [v for v in segments[figure] if not missing(v)]
+    for segment in spec.insights.segments:
+        if segment.by_tiers:
+            figures += list(segment.by_tiers.edges)
+    for d in drivers.to_dict("records"):
+        figures += [d["n"], d["importance"], -d["importance"]]
+    shares = []
+    for name in spec.lm.label_sets:
+        column = f"{name}_top_field"
+        if column in rows and rows[column].notna().any():
+            shares.append(rows[column].dropna().value_counts(normalize=True).max() * 100)
+    if quality is not None and len(quality):
+        cells = numeric_cells(quality)
+        figures += cells
+        shares += [c * 100 for c in cells if 0 <= c <= 1] + [(1 - c) * 100 for c in cells if 0 <= c <= 1]
+    numbers = summary_numbers(summary, partition, drivers)
+    assert numbers, summary
+    for token in numbers:
+        if token.endswith("%"):
+            assert any(f"{s:.0f}%" == token for s in shares), (token, shares, summary)
+            continue
+        decimals = len(token.split(".")[1]) if "." in token else 0
+        printed = {f"{f:.{decimals}f}" for f in figures} | {f"{f:+.{decimals}f}" for f in figures}
+        assert token in printed or token.lstrip("+") in printed, f"{token!r} of the summary is in no table: {summary}"
+    assert f"{len(rows)} rows analysed, {rejected} rejected" in summary, summary
+    if len(drivers):
+        strongest = drivers.sort_values("importance", ascending=False).iloc[0]
+        assert f"Strongest driver of {spec.target}: {strongest['field']} " in summary, summary
+
+
+# ---------------------------------------------------------------------------------------------------- all
+
+
+def check_partition(source_conninfo: str, sink_conninfo: str, spec, partition,
+                    required_drivers: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Every published figure of one partition against the oracles; returns the frames for further checks."""
+    source = source_partition(source_conninfo, spec, partition)
+    tables = {s: insight_frame(sink_conninfo, spec, s, partition)
+              for s in ("rows", "segments", "drivers", "summaries", "rejects")}
+    check_rejects(spec, source, tables["rejects"])
+    valid = valid_source_rows(spec, source)
+    rows = tables["rows"]
+    check_rows(spec, valid, rows)
+    expected = check_segments(spec, rows, tables["segments"])
+    required = expected_driver_fields(spec, rows) if required_drivers is None else required_drivers
+    check_drivers(spec, rows, tables["drivers"], required)
+    assert len(tables["summaries"]) == 1
+    quality = insight_frame(sink_conninfo, spec, "quality", partition, missing_ok=True)
+    check_summary(spec, partition, tables["summaries"]["summary"].iloc[0], rows, len(tables["rejects"]),
+                  expected, tables["drivers"], quality)
+    return {"source": source, "valid": valid, **tables}
