@@ -184,7 +184,8 @@ def _where(conninfo: str) -> str:
 def _view_sql(schema: str, table: str, view_schema: str, view: str, renames: dict[str, str]) -> str:
     columns = ",\n".join(f"    {_quote(c)} as {r}" for c, r in renames.items())
     return (f"-- lm-insights init-pipeline: names a pipeline spec can take\n"
-            f"create or replace view {view_schema}.{view} as\nselect\n{columns}\nfrom {_quote(schema)}.{_quote(table)};")
+            f"create or replace view {view_schema}.{view} as\nselect\n{columns}\n"
+            f"from {_quote(schema)}.{_quote(table)};")
 
 
 def _quote(identifier: str) -> str:
@@ -352,6 +353,7 @@ def _propose(name: str, conn_id: str, read_table: str, table: str, key: list[str
         raise InitError(f"{table} has no numeric column besides keys and ids to measure (insights.metrics needs "
                         f"one); create a view that adds one (e.g. a rating, an amount, length(text))")
 
+    other_dates = [p.name for p in profiles.values() if p.kind == "date" and p.name != partition_column]
     lines = [f"# Proposed by `lm-insights init-pipeline {name} --table {table}` on {dt.date.today()} from a profile",
              f"# of {sample} recent rows (the last days of {partition_column}). Review every proposal, then commit it.",
              "# Validated by lm_insights.spec.PipelineSpec; the README's \"Add a pipeline\" lists every field."]
@@ -366,8 +368,7 @@ def _propose(name: str, conn_id: str, read_table: str, table: str, key: list[str
               "source:", f"  conn_id: {_flow(conn_id)}", f"  table: {read_table}",
               f"  key: {_flow(key)}   # {key_source}",
               f"  partition_column: {partition_column}   # {partition_days} distinct days"
-              + (f"; other date columns: {[p.name for p in profiles.values() if p.kind == 'date' and p.name != partition_column]}"
-                 if sum(p.kind == "date" for p in profiles.values()) > 1 else ""),
+              + (f"; other date columns: {other_dates}" if other_dates else ""),
               f"  columns: {_flow(columns)}"]
     if left_out:
         lines.append("  # left out (types the steps do not carry as they are): "
