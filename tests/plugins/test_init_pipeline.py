@@ -84,11 +84,12 @@ def warehouse(airflow_db) -> str:
     create_sensor_table(conninfo)
     yield conninfo
     with psycopg.connect(conninfo) as conn:  # the shared warehouse as the other suites expect it
-        conn.execute("drop schema sensor_lab cascade")
+        conn.execute("drop schema if exists sensor_lab cascade")
         for (table,) in conn.execute("select tablename from pg_tables where schemaname = 'insights' "
                                      "and tablename like 'init\\_%'").fetchall():
             conn.execute(f'drop table insights."{table}"')
-        conn.execute("delete from insights.runs where pipeline like 'init\\_%'")
+        if conn.execute("select to_regclass('insights.runs')").fetchone()[0]:
+            conn.execute("delete from insights.runs where pipeline like 'init\\_%'")
 
 
 def runs_record(conninfo: str, pipeline: str, run_id: str) -> dict:
