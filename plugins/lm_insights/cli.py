@@ -1,6 +1,6 @@
 """``lm-insights``: the embedded default deployment from the command line.
 
-    lm-insights demo [--days 3]     set up, fill the demo warehouse, run every demo pipeline through real DAG runs
+    lm-insights demo [--days 3]     set up, fill the demo warehouse, backfill every demo pipeline through a scheduler
     lm-insights up                  the Airflow UI (airflow standalone) on the same database
     lm-insights run NAME --date D   one partition of one pipeline without a scheduler
     lm-insights run NAME --start D --end D   the days D..D (inclusive) as one partition
@@ -8,6 +8,8 @@
     lm-insights clean-staging [--older-than 1d]   drop staging tables that runs left behind
     lm-insights train NAME          train the pipeline's heads from its loaded rows (--rollback: previous version)
     lm-insights similar NAME "text or row key"   the loaded rows nearest in meaning (e.g. "sale_id=5")
+    lm-insights init-pipeline NAME --table schema.table [--conn CONN] [--key COL ...]
+                                    write dags/pipelines/NAME.yaml proposed from a live table
     lm-insights env                 shell exports for the airflow CLI against the embedded database
     lm-insights stop                stop the embedded PostgreSQL
 """
@@ -39,62 +41,133 @@ def run_dag(dag_id: str, day: dt.date, conf: dict | None = None):
     return bag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf or {})
 
 
-def demo(days: int) -> None:
+def demo(days: int, sales_per_day: int, reviews_per_day: int, heads: bool = True) -> None:
     from lm_insights.runtime import demo_warehouse
     from lm_insights.spec import load_specs
 
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # task logs stay in the UI; keep stdout short
     server, _ = local_env.prepare()
     conninfo = local_env.warehouse_conninfo(server)
     say(f"filling the demo warehouse ({DEMO_WAREHOUSE_DAYS} days from {DEMO_START})")
     demo_warehouse.create_schema(conninfo)
-    counts = demo_warehouse.generate(conninfo, start=DEMO_START, days=DEMO_WAREHOUSE_DAYS)
+    counts = demo_warehouse.generate(conninfo, start=DEMO_START, days=DEMO_WAREHOUSE_DAYS,
+                                     sales_per_day=sales_per_day, reviews_per_day=reviews_per_day)
     say(f"warehouse rows: {counts}")
-    for spec in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines"):
-        for offset in range(days):
-            day = DEMO_START + dt.timedelta(days=offset)
-            say(f"DAG run {spec.name} for {day}: extract, validate, textualize, infer, insights, load")
-            started = time.monotonic()
-            run = run_dag(spec.name, day)
-            if run.state != "success":
-                raise SystemExit(f"{spec.name} {day}: DAG run ended {run.state}; rerun with "
-                                 "AIRFLOW__LOGGING__LOGGING_LEVEL=INFO to see the task logs")
-            say(f"  {run_counts(conninfo, run.run_id)} in {time.monotonic() - started:.0f}s")
-    demo_heads(conninfo, DEMO_START + dt.timedelta(days=days))
+    specs = load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")
+    run_demo_backfills(conninfo, [spec.name for spec in specs], DEMO_START, DEMO_START + dt.timedelta(days=days - 1),
+                       with_heads=[spec for spec in specs if spec.lm.heads] if heads else [])
     print_highlights(conninfo)
     info = server.get_postmaster_info()
     say("query the insight tables with:")
     print(f"  psql \"host={info.socket_dir} port={info.port} user=postgres dbname={local_env.WAREHOUSE_DB}\"")
     print("  tables: insights.<pipeline>_rows, _segments, _drivers, _summaries, _rejects; insights.runs")
-    print("  Airflow UI: make up (http://localhost:8080)")
+    print("  Airflow UI: make up (http://localhost:8080): the runs of each pipeline and their task logs")
 
 
-def demo_heads(conninfo: str, next_day: dt.date) -> None:
-    """Train each pipeline's heads on the days run so far (a real run of <pipeline>__train), run the next day with
-    the promoted head: the report then shows its measured accuracy next to zero-shot and the majority class."""
+def run_demo_backfills(conninfo: str, pipelines: list[str], first: dt.date, last: dt.date,
+                       timeout_s: float = 3600.0, with_heads: list | None = None) -> list[dict]:
+    """Backfill ``first..last`` of every pipeline through a scheduler (LocalExecutor), as the UI will show it.
+
+    The DAGs are unpaused for the backfill and paused again after it (unpaused, `make up`'s scheduler would run
+    the latest cron interval, which has no demo data). Returns the finished runs (REST API dicts).
+    ``with_heads``: specs whose heads then train on those days (a run of ``<pipeline>__train``), and whose next day
+    is backfilled with the promoted head (demo_heads).
+    """
+    from lm_insights.runtime.services import LocalStack
+
+    # The whole environment (PATH, PYTHONPATH, ...): prepare() has put the Airflow settings into it.
+    stack = LocalStack(dict(os.environ), local_env.default_airflow_home().parent / "demo_services")
+    say(f"starting a scheduler (LocalExecutor), a dag-processor and an api-server; logs in {stack.run_dir}")
+    started = time.monotonic()
+    trainers = [f"{spec.name}__train" for spec in with_heads or []]
+    stack.start(dag_ids=pipelines + trainers, unpaused=pipelines + trainers)
+    try:
+        say(f"services up in {time.monotonic() - started:.0f}s; backfilling {first}..{last} of {', '.join(pipelines)}")
+        for dag_id in pipelines:
+            local_env.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", first.isoformat(),
+                              "--to-date", last.isoformat(), "--max-active-runs", "1",
+                              "--reprocess-behavior", "completed")
+        runs = wait_for_demo_runs(stack, conninfo, pipelines, first, last, timeout_s)
+        for spec in with_heads or []:
+            runs += demo_heads(stack, conninfo, spec, last + dt.timedelta(days=1), timeout_s)
+        # The scheduler closes a backfill a few seconds after its last run; until then the UI shows it in progress.
+        stack.wait_until(lambda: all(b["completed_at"] for dag_id in pipelines for b in stack.request(
+            "GET", f"/api/v2/backfills?dag_id={dag_id}")["backfills"]), "the backfills to be marked complete",
+            time.monotonic() + 120, interval_s=2)
+        return runs
+    finally:
+        try:
+            for dag_id in pipelines + trainers:
+                stack.set_paused(dag_id, True)
+        finally:
+            stack.stop()
+
+
+def demo_heads(stack, conninfo: str, spec, next_day: dt.date, timeout_s: float) -> list[dict]:
+    """Train ``spec``'s heads on the days loaded so far (a run of <pipeline>__train through the scheduler), then
+    backfill the next day with the promoted head: its quality table measures the head next to zero-shot."""
     from lm_insights.runtime import db
-    from lm_insights.spec import load_specs
 
-    for spec in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines"):
-        if not spec.lm.heads:
-            continue
-        say(f"DAG run {spec.name}__train: heads {', '.join(spec.lm.heads)} from the rows loaded so far")
-        run = run_dag(f"{spec.name}__train", next_day - dt.timedelta(days=1))
-        if run.state != "success":
-            raise SystemExit(f"{spec.name}__train: DAG run ended {run.state}; rerun with "
-                             "AIRFLOW__LOGGING__LOGGING_LEVEL=INFO to see the task logs")
-        with db.connect(conninfo) as conn:
-            for name in spec.lm.heads:
-                version, decision, reason = conn.execute(
-                    "select version, decision, reason from insights.models where pipeline = %s and head = %s "
-                    "order by version desc limit 1", (spec.name, name)).fetchone()
-                say(f"  {name} v{version}: {decision} ({reason})")
-        say(f"DAG run {spec.name} for {next_day} with the promoted head")
-        run = run_dag(spec.name, next_day)
-        if run.state != "success":
-            raise SystemExit(f"{spec.name} {next_day}: DAG run ended {run.state}")
-        say(f"  {run_counts(conninfo, run.run_id)}; the report below measures the head on {next_day}'s rows "
-            f"next to zero-shot ({spec.sink.schema_}.{spec.name}_quality)")
+    train_id = f"{spec.name}__train"
+    say(f"{train_id}: training {', '.join(spec.lm.heads)} on the rows loaded so far")
+    run = stack.wait_for_run(train_id, stack.trigger(train_id, {})["dag_run_id"], timeout_s)
+    if run["state"] != "success":
+        raise SystemExit(f"{train_id} run {run['dag_run_id']} failed: see its task logs in the UI (make up) or under "
+                         f"{stack.base_env['AIRFLOW_HOME']}/logs")
+    with db.connect(conninfo) as conn:
+        for name in spec.lm.heads:
+            version, decision, reason = conn.execute(
+                "select version, decision, reason from insights.models where pipeline = %s and head = %s "
+                "order by version desc limit 1", (spec.name, name)).fetchone()
+            say(f"  {name} v{version}: {decision} ({reason})")
+    say(f"backfilling {spec.name} {next_day} with the promoted head")
+    local_env.airflow("backfill", "create", "--dag-id", spec.name, "--from-date", next_day.isoformat(),
+                      "--to-date", next_day.isoformat(), "--max-active-runs", "1", "--reprocess-behavior", "completed")
+    runs = wait_for_demo_runs(stack, conninfo, [spec.name], next_day, next_day, timeout_s)
+    say(f"  the head's accuracy on {next_day}'s rows, next to zero-shot: {spec.sink.schema_}.{spec.name}_quality")
+    return runs
+
+
+def wait_for_demo_runs(stack, conninfo: str, pipelines: list[str], first: dt.date, last: dt.date,
+                       timeout_s: float) -> list[dict]:
+    """Print each backfill run as it finishes (counts from insights.runs); fail naming the first failed run."""
+    deadline = time.monotonic() + timeout_s
+    days = (last - first).days + 1
+    # The runs of these days, whatever made them first: a backfill that reprocesses a day clears its old run.
+    query = f"logical_date_gte={first}T00:00:00Z&logical_date_lte={last}T00:00:00Z&limit=100"
+    done: dict[tuple[str, str], dict] = {}  # (dag_id, run_id): backfill run ids repeat across DAGs
+    while len(done) < days * len(pipelines):
+        stack.check_running()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo backfills not done after {timeout_s:.0f}s; service logs in {stack.run_dir}")
+        for dag_id in pipelines:
+            runs = stack.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
+            for run in runs:
+                if run["state"] not in ("success", "failed") or (dag_id, run["dag_run_id"]) in done:
+                    continue
+                done[dag_id, run["dag_run_id"]] = run
+                seconds = (_utc(run["end_date"]) - _utc(run["start_date"])).total_seconds()
+                say(f"{dag_id} {run['data_interval_start'][:10]}: {run['state']} in {seconds:.0f}s, "
+                    f"{run_counts(conninfo, dag_id, run['dag_run_id'])}")
+                if run["state"] == "failed":
+                    raise SystemExit(f"{dag_id} run {run['dag_run_id']} failed: see its task logs in the UI "
+                                     f"(make up) or under {stack.base_env['AIRFLOW_HOME']}/logs")
+        time.sleep(2)
+    return list(done.values())
+
+
+def _utc(timestamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+def run_counts(conninfo: str, pipeline: str, run_id: str) -> str:
+    """The counts a DAG run recorded in insights.runs, as one line."""
+    from lm_insights.runtime import db
+
+    with db.connect(conninfo) as conn:
+        row = conn.execute("select extracted, rejected, cached, computed, loaded from insights.runs "
+                           "where pipeline = %s and run_id = %s", (pipeline, run_id)).fetchone()
+    names = ("extracted", "rejected", "cached", "computed", "loaded")
+    return ", ".join(f"{n} {v}" for n, v in zip(names, row)) if row else "no runs row recorded"
 
 
 def train(name: str, only: list[str] | None, method: str | None, window_days: int | None, epochs: int | None,
@@ -131,17 +204,6 @@ def train(name: str, only: list[str] | None, method: str | None, window_days: in
             raise SystemExit(str(exc)) from None
         say(f"{name}.{head}: {result.decision}" + (f" as v{result.version}" if result.version else "")
             + f" ({result.reason})")
-
-
-def run_counts(conninfo: str, run_id: str) -> str:
-    """The counts a DAG run recorded in insights.runs, as one line."""
-    from lm_insights.runtime import db
-
-    with db.connect(conninfo) as conn:
-        row = conn.execute("select extracted, rejected, cached, computed, loaded from insights.runs "
-                           "where run_id = %s", (run_id,)).fetchone()
-    names = ("extracted", "rejected", "cached", "computed", "loaded")
-    return ", ".join(f"{n} {v}" for n, v in zip(names, row)) if row else "no runs row recorded"
 
 
 def print_highlights(conninfo: str) -> None:
@@ -231,6 +293,58 @@ def similar_rows(name: str, query: str, limit: int) -> None:
     if not found:
         raise SystemExit(f"lm-insights similar: no rows with embeddings in {name} yet; run the pipeline first")
     print(table(list(found[0]), [tuple(r.values()) for r in found]))
+def init_pipeline_command(args: argparse.Namespace) -> None:
+    """``init-pipeline``: resolve the connection, write the spec, print what was proposed and what to do next."""
+    from lm_insights.init_pipeline import InitError, init_pipeline
+
+    conninfo, conn_id = resolve_conn(args.conn, args.conn_id)
+    try:
+        result = init_pipeline(args.name, conninfo, args.table, conn_id=conn_id, key=args.key,
+                               partition_column=args.partition_column, pipelines_dir=args.pipelines_dir,
+                               force=args.force, create_view=args.create_view)
+    except InitError as exc:
+        raise SystemExit(f"init-pipeline: {exc}") from None
+    if result.view_sql:
+        say("some names cannot go into a spec as they are; the spec reads this view:")
+        print(result.view_sql)
+        say("view created" if result.view_created else
+            "view NOT created: run the SQL above, or rerun with --create-view")
+    path = result.path.resolve()
+    say(f"wrote {path.relative_to(local_env.PROJECT_DIR) if path.is_relative_to(local_env.PROJECT_DIR) else path}")
+    print(f"  source     {result.table}, key {result.key} ({result.key_source}), partition column "
+          f"{result.partition_column} ({result.partition_days} days), profiled {result.sample_rows} recent rows")
+    print(f"  proposed   {result.expectations} expectations, text columns {result.text_columns}")
+    print(f"  insights   metrics {result.metrics}, segments {result.segments}")
+    day = result.last_day or "YYYY-MM-DD"
+    print(f"  next       review the file, then: lm-insights run {args.name} --date {day}   "
+          f"(or trigger the DAG {args.name} in the UI: make up)")
+
+
+def resolve_conn(conn: str, conn_id: str | None) -> tuple[str, str]:
+    """(libpq conninfo, Airflow connection id for the spec) of ``--conn``: a conninfo/URL, or a connection id."""
+    if "=" in conn or "://" in conn:
+        return conn, conn_id or "warehouse"
+    if conn == "warehouse" and "AIRFLOW_CONN_WAREHOUSE" not in os.environ:  # the embedded default
+        return local_env.warehouse_conninfo(embedded_pg.start()), conn
+    from lm_insights.airflow_dag import conninfo_for
+
+    return conninfo_for(conn), conn_id or conn
+
+
+def add_init_pipeline_parser(commands) -> None:
+    parser = commands.add_parser("init-pipeline", help="write dags/pipelines/NAME.yaml proposed from a live table")
+    parser.add_argument("name", help="pipeline name (dag_id): lowercase letters, digits, '_'")
+    parser.add_argument("--table", required=True, help="schema.table (or a view) to read")
+    parser.add_argument("--conn", default="warehouse",
+                        help="Airflow connection id, or a libpq conninfo / postgresql:// URL (default: warehouse, "
+                             "the embedded database)")
+    parser.add_argument("--conn-id", help="connection id the spec names when --conn is a conninfo (default warehouse)")
+    parser.add_argument("--key", nargs="+", help="columns that identify a row (default: primary key / unique index)")
+    parser.add_argument("--partition-column", help="date/timestamp column (default: the one with most distinct days)")
+    parser.add_argument("--pipelines-dir", default=str(local_env.PROJECT_DIR / "dags" / "pipelines"))
+    parser.add_argument("--force", action="store_true", help="replace an existing spec file")
+    parser.add_argument("--create-view", action="store_true",
+                        help="create the generated view when a name must change (printed either way)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,7 +352,12 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run the demo pipelines on the embedded default")
-    demo_parser.add_argument("--days", type=int, default=3, help="daily partitions to run per pipeline")
+    demo_parser.add_argument("--days", type=int, default=3, choices=range(1, DEMO_WAREHOUSE_DAYS + 1),
+                             metavar="1..7", help="daily partitions to backfill per pipeline")
+    demo_parser.add_argument("--sales-per-day", type=int, default=300, help="catalogue sales rows per demo day")
+    demo_parser.add_argument("--reviews-per-day", type=int, default=100, help="reviews per demo day")
+    demo_parser.add_argument("--no-heads", action="store_true",
+                             help="skip training the heads and the day after (small data has too few labelled rows)")
     commands.add_parser("up", help="start the Airflow UI (airflow standalone)")
     commands.add_parser("env", help="print shell exports for the airflow CLI")
     commands.add_parser("stop", help="stop the embedded PostgreSQL")
@@ -268,10 +387,11 @@ def main(argv: list[str] | None = None) -> None:
     similar_parser.add_argument("pipeline")
     similar_parser.add_argument("query", help='any text, or a row key such as "sale_id=5"')
     similar_parser.add_argument("--limit", type=int, default=5)
+    add_init_pipeline_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        demo(args.days)
+        demo(args.days, args.sales_per_day, args.reviews_per_day, heads=not args.no_heads)
     elif args.command == "run":
         if args.date and args.end:
             parser.error("--end goes with --start, not with --date")
@@ -284,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         clean_staging(args.older_than)
     elif args.command == "train":
         train(args.pipeline, args.head, args.method, args.window_days, args.epochs, args.force, args.rollback)
+    elif args.command == "init-pipeline":
+        init_pipeline_command(args)
     elif args.command == "up":
         local_env.prepare()
         host = local_env.ui_host()
@@ -296,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
         os.execve(os.path.join(venv_bin, "airflow"), ["airflow", "standalone"], os.environ)
     elif args.command == "env":
         server = embedded_pg.start()
-        for name, value in local_env.airflow_environment(server, local_env.PROJECT_DIR / ".local" / "airflow").items():
+        for name, value in local_env.airflow_environment(server, local_env.default_airflow_home()).items():
             print(f"export {name}={shlex.quote(value)}")
     elif args.command == "stop":
         say("embedded PostgreSQL stopped" if embedded_pg.stop() else "embedded PostgreSQL was not running")

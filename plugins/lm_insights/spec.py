@@ -195,16 +195,19 @@ class Tiers(_Strict):
 class Segment(_Strict):
     by_label: str | None = None  # a label set name from lm.label_sets, or a classification head from lm.heads
     by_tiers: Tiers | None = None  # numeric tiers of a column
+    by_column: str | None = None  # each value of a (categorical) column is a segment
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Segment:
-        if (self.by_label is None) == (self.by_tiers is None):
-            raise ValueError("give exactly one of by_label or by_tiers")
+        if sum(kind is not None for kind in (self.by_label, self.by_tiers, self.by_column)) != 1:
+            raise ValueError("give exactly one of by_label, by_tiers or by_column")
         return self
 
     @property
     def name(self) -> str:
-        return f"label:{self.by_label}" if self.by_label else f"tiers:{self.by_tiers.column}"
+        if self.by_label:
+            return f"label:{self.by_label}"
+        return f"tiers:{self.by_tiers.column}" if self.by_tiers else f"column:{self.by_column}"
 
 
 class Insights(_Strict):
@@ -365,6 +368,8 @@ class PipelineSpec(_Strict):
             if segment.by_tiers:
                 check(f"insights.segments[{i}].by_tiers.column", segment.by_tiers.column)
             labelled = [*self.lm.label_sets, *(n for n, h in self.lm.heads.items() if h.task == "classification")]
+            if segment.by_column:
+                check(f"insights.segments[{i}].by_column", segment.by_column)
             if segment.by_label and segment.by_label not in labelled:
                 raise ValueError(
                     f"insights.segments[{i}].by_label: {segment.by_label!r} is not in lm.label_sets or a "
@@ -444,8 +449,9 @@ class PipelineSpec(_Strict):
     @property
     def row_columns(self) -> list[str]:
         """Source columns copied into ``<pipeline>_rows``, in a stable order without repeats."""
+        segment_columns = [s.by_column for s in self.insights.segments if s.by_column]
         wanted = [*self.source.key, self.source.partition_column, *self.insights.keep_columns,
-                  *self.text.columns, *self.insights.number_columns,  # segments read the tier columns there
+                  *self.text.columns, *self.insights.number_columns, *segment_columns,  # what segments read
                   *(h.target for h in self.lm.heads.values())]
         return list(dict.fromkeys(wanted))
 

@@ -1,6 +1,6 @@
 -- One row per DAG run (or script run) of a pipeline partition.
 create table if not exists {schema}.runs (
-    run_id text primary key,
+    run_id text not null,
     pipeline text not null,
     partition_start timestamptz not null,
     partition_end timestamptz not null,
@@ -15,5 +15,6 @@ create table if not exists {schema}.runs (
     head_version text,
     timings jsonb not null default '{{}}',
     message text,
-    recorded_at timestamptz not null default now()
+    recorded_at timestamptz not null default now(),
+    primary key (pipeline, run_id)
 )

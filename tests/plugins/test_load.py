@@ -105,3 +105,26 @@ def test_two_runs_of_one_partition_at_once_keep_their_own_staging(warehouse_conn
     assert staging_tables() == set(), "each run dropped its own staging tables"
     reference = run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY)
     assert (reference.loaded, reference.rejected) == (loaded[0]["rows"], loaded[0]["rejects"])
+
+
+def test_runs_of_two_pipelines_with_one_run_id_are_both_recorded(warehouse_conninfo):
+    """Backfills of one day give every pipeline the run id backfill__<date>; neither record may replace the other.
+    A database whose runs table still has run_id alone as its key is migrated."""
+    from lm_insights.runtime import db
+    from lm_insights.steps.load import RunRecord, record_run
+
+    with psycopg.connect(warehouse_conninfo) as conn:  # the runs table as earlier versions created it
+        conn.execute("create schema insights")
+        conn.execute("create table insights.runs (run_id text primary key, pipeline text not null, "
+                     "partition_start timestamptz not null, partition_end timestamptz not null, status text not null, "
+                     "extracted bigint, rejected bigint, cached bigint, computed bigint, loaded bigint, model_key text, "
+                     "template_version text, head_version text, timings jsonb not null default '{}', message text, "
+                     "recorded_at timestamptz not null default now())")
+    for pipeline, loaded in (("product_sales", 40), ("customer_reviews", 25), ("product_sales", 41)):
+        record_run(warehouse_conninfo, "insights", RunRecord(
+            run_id="backfill__2026-11-02T00:00:00+00:00", pipeline=pipeline, partition=DAY, status="success",
+            extracted=loaded, rejected=0, cached=0, computed=loaded, loaded=loaded, model_key="m",
+            template_version="t", head_version="h"))
+    with db.connect(warehouse_conninfo) as conn:
+        rows = conn.execute("select pipeline, loaded from insights.runs order by pipeline").fetchall()
+    assert rows == [("customer_reviews", 25), ("product_sales", 41)]

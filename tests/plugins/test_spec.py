@@ -104,7 +104,9 @@ def _set_expectation_with_two_keys(raw):
         pytest.param(lambda raw: raw["insights"]["segments"][0]["by_tiers"].update(edges=[0, 250, 150]),
                      "insights.segments[0].by_tiers.edges", "strictly ascending", id="edges-not-ascending"),
         pytest.param(lambda raw: raw["insights"]["segments"].__setitem__(0, {}), "insights.segments[0]",
-                     "exactly one of by_label or by_tiers", id="segment-without-kind"),
+                     "exactly one of by_label, by_tiers or by_column", id="segment-without-kind"),
+        pytest.param(lambda raw: raw["insights"]["segments"].append({"by_column": "colour"}),
+                     "insights.segments[2].by_column", "'colour' is not in source.columns", id="segment-column-unknown"),
         pytest.param(lambda raw: raw.pop("start_date"), "start_date", "Field required", id="missing-field"),
     ],
 )

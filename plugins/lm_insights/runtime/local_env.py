@@ -38,6 +38,11 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def default_airflow_home() -> Path:
+    """AIRFLOW_HOME of the embedded default: ``.local/airflow``, or ``$LM_INSIGHTS_AIRFLOW_HOME``."""
+    return Path(os.environ.get("LM_INSIGHTS_AIRFLOW_HOME", PROJECT_DIR / ".local" / "airflow"))
+
+
 def airflow_environment(server, airflow_home: Path) -> dict[str, str]:
     """Environment variables that point Airflow at the embedded database, the project's DAGs and plugins."""
     info = server.get_postmaster_info()
@@ -72,7 +77,7 @@ def prepare(pgdata: Path | None = None, airflow_home: Path | None = None, keep_r
     server = embedded_pg.start(pgdata, keep_running=keep_running)
     embedded_pg.ensure_database(server, WAREHOUSE_DB)
     embedded_pg.ensure_database(server, AIRFLOW_DB)
-    env = airflow_environment(server, airflow_home or PROJECT_DIR / ".local" / "airflow")
+    env = airflow_environment(server, airflow_home or default_airflow_home())
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.update(env)
     say("migrating the Airflow metadata database")

@@ -175,15 +175,7 @@ class AirflowStack:
         try:
             self._start("redis", [_redis_server(), "--bind", "127.0.0.1", "--port", str(self.redis_port),
                                   "--save", "", "--appendonly", "no", "--dir", str(self.run_dir)], env)
-            self._start("api-server", _airflow("api-server", "--host", "127.0.0.1", "--port", str(self.api_port),
-                                               "--workers", "1"), env)
-            self._start("dag-processor", _airflow("dag-processor"), env)
-            self.wait_until(lambda: self._health().get("metadatabase", {}).get("status") == "healthy",
-                            "the api-server to answer /api/v2/monitor/health", deadline)
-            for dag_id in dag_ids:
-                self.wait_until(lambda: self.get_dag(dag_id) is not None, f"DAG {dag_id} to be parsed", deadline)
-                self.set_paused(dag_id, dag_id not in unpaused)
-            self._start("scheduler", _airflow("scheduler"), env)
+            self._start_airflow(env, dag_ids, unpaused, deadline)
             for name, queue in QUEUES.items():
                 worker_env = env | {WORKER_NAME_ENV: name,
                                     "AIRFLOW__CORE__HOSTNAME_CALLABLE": "lm_insights.runtime.services.worker_hostname"}
@@ -191,15 +183,27 @@ class AirflowStack:
                     "celery", "worker", "--queues", queue, "--celery-hostname", f"{name}@%h",
                     "--concurrency", str(self.worker_concurrency[name]), "--skip-serve-logs",
                     "--without-gossip", "--without-mingle"), worker_env)
-            self.wait_until(lambda: self._health().get("scheduler", {}).get("status") == "healthy"
-                            and self._health().get("dag_processor", {}).get("status") == "healthy",
-                            "the scheduler and the dag-processor to report healthy", deadline)
             for name in QUEUES:
                 self.wait_until(lambda: " ready." in self.service(f"worker-{name}").tail(200),
                                 f"Celery worker {name} to be ready", deadline)
         except BaseException:
             self.stop()
             raise
+
+    def _start_airflow(self, env: dict[str, str], dag_ids: list[str], unpaused: list[str], deadline: float) -> None:
+        """api-server and dag-processor; once ``dag_ids`` are parsed and (un)paused, the scheduler; wait healthy."""
+        self._start("api-server", _airflow("api-server", "--host", "127.0.0.1", "--port", str(self.api_port),
+                                           "--workers", "1"), env)
+        self._start("dag-processor", _airflow("dag-processor"), env)
+        self.wait_until(lambda: self._health().get("metadatabase", {}).get("status") == "healthy",
+                        "the api-server to answer /api/v2/monitor/health", deadline)
+        for dag_id in dag_ids:
+            self.wait_until(lambda: self.get_dag(dag_id) is not None, f"DAG {dag_id} to be parsed", deadline)
+            self.set_paused(dag_id, dag_id not in unpaused)
+        self._start("scheduler", _airflow("scheduler"), env)
+        self.wait_until(lambda: self._health().get("scheduler", {}).get("status") == "healthy"
+                        and self._health().get("dag_processor", {}).get("status") == "healthy",
+                        "the scheduler and the dag-processor to report healthy", deadline)
 
     def _start(self, name: str, command: list[str], env: dict[str, str]) -> None:
         service = Service(name, command, self.run_dir / f"{name}.log")
@@ -297,6 +301,35 @@ class AirflowStack:
                 raise ServiceError(f"{dag_id} {run_id} still {run['state']} after {timeout_s:.0f}s: {states}\n"
                                    f"{self.tails()}")
             time.sleep(2)
+
+
+@dataclass
+class LocalStack(AirflowStack):
+    """The embedded default's Airflow: api-server, dag-processor and a scheduler with the LocalExecutor (tasks run as
+    the scheduler's child processes; no broker, no workers).
+
+    ``make demo`` runs its backfills through it: the runs get real start and end times, run type ``backfill``, the
+    user who started them, and task logs under ``$AIRFLOW_HOME/logs`` that the UI reads.
+    """
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        for celery_setting in ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
+                               "AIRFLOW__CELERY__SYNC_PARALLELISM"):
+            env.pop(celery_setting)
+        env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+        # Only the runs asked for (backfills, triggers): no run of the latest cron interval, which has no demo data.
+        # Asset-triggered runs are off too: insights_report runs on the demo's Asset events under `make up`.
+        env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"
+        return env
+
+    def start(self, dag_ids: list[str], unpaused: list[str], timeout_s: float = 240.0) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_airflow(self.environment(), dag_ids, unpaused, time.monotonic() + timeout_s)
+        except BaseException:
+            self.stop()
+            raise
 
 
 class ApiError(RuntimeError):

@@ -192,6 +192,9 @@ def segment_expressions(segment) -> tuple[sql.Composable, sql.Composable]:
     """A spec segment's value and order expressions over staging ``rows``."""
     if segment.by_tiers:
         return tier_expression(segment.by_tiers)
+    if segment.by_column:
+        return (sql.SQL("coalesce({}::text, {})").format(sql.Identifier(segment.by_column),
+                                                        sql.Literal(UNKNOWN_SEGMENT)), sql.SQL("0"))
     return (sql.SQL("coalesce({}, {})").format(sql.Identifier(f"{segment.by_label}_label"),
                                                sql.Literal(UNKNOWN_SEGMENT)), sql.SQL("0"))
 

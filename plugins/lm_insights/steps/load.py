@@ -233,7 +233,7 @@ def record_run(conninfo: str, schema: str, record: RunRecord) -> None:
     with db.connect(conninfo) as conn:
         db.ensure_insight_schema(conn, schema)
         conn.execute(sql.SQL(
-            "insert into {runs} ({cols}) values ({vals}) on conflict (run_id) do update set ({cols}) = ({excluded}), "
+            "insert into {runs} ({cols}) values ({vals}) on conflict (pipeline, run_id) do update set ({cols}) = ({excluded}), "
             "recorded_at = now()"
         ).format(
             runs=db.qualified(schema, "runs"), cols=db.columns_sql(columns),
