@@ -36,7 +36,7 @@ def test_report_tab_on_the_dag_run_page_shows_every_section(api, warehouse):
             assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
                        for i in range(images.count())), "a plot did not render"
             assert report.locator("mark").count() > 0, "no highlighted words"
-            report.locator("h3", has_text="Rules that reproduce the model").screenshot(
+            report.locator("h3", has_text="Rules that reproduce the model").first.screenshot(
                 path=str(ARTIFACTS / "report_rules_heading.png"))
         finally:
             browser.close()

@@ -194,6 +194,9 @@ def fit_rules(frame, outcome_column: str, features: dict[str, bool], kind: Liter
 
 # --------------------------------------------------------------------------------------------- partition
 
+NOT_RULE_TYPES = ("boolean", "json", "jsonb", "xml")
+
+
 def rule_features(spec: PipelineSpec, column_types: dict[str, str], frame, kind: str) -> dict[str, bool]:
     """Source columns a rule may name (column -> numeric), never the key or partition column. A label's tree reads
     what the model read (the text columns) and the tier columns; the metric's tree reads every row column but the
@@ -209,7 +212,8 @@ def rule_features(spec: PipelineSpec, column_types: dict[str, str], frame, kind:
         candidates = list(dict.fromkeys([*spec.text.columns, *tiers]))
     features = {}
     for column in candidates:
-        if column in skip or column not in column_types or column_types[column] == "boolean":
+        if column in skip or column not in column_types or column_types[column] in NOT_RULE_TYPES \
+                or column_types[column].endswith("[]"):  # booleans, documents and arrays make no readable rule
             continue
         numeric = is_numeric(column_types[column])
         if numeric or 1 < frame[column].nunique(dropna=True) <= MAX_CATEGORIES:

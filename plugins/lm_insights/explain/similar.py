@@ -8,13 +8,17 @@ A query uses the same expression and predicate (docs/explain.md shows it as plai
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 
+import psycopg
 from psycopg import sql
 
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
 from lm_insights.steps.infer import CacheKey, cache_table
+
+log = logging.getLogger(__name__)
 
 CANDIDATES_PER_RESULT = 10  # the cache also holds occlusion texts and other pipelines' texts: look further
 
@@ -37,9 +41,13 @@ def ensure_similarity_index(spec: PipelineSpec, conn, key: CacheKey) -> str | No
     name = index_name(key, dimensions[0])
     if not conn.execute("select 1 from pg_indexes where schemaname = %s and indexname = %s",
                         (spec.sink.schema_, name)).fetchone():
-        conn.execute(sql.SQL("create index if not exists {} on {} using hnsw ((embedding::vector({})) "
-                             "vector_cosine_ops) where model_key = {}").format(
-            sql.Identifier(name), cache_table(spec), sql.Literal(dimensions[0]), sql.Literal(key.model_key)))
+        try:
+            with conn.transaction():  # a savepoint: a concurrent run may create the same index first
+                conn.execute(sql.SQL("create index if not exists {} on {} using hnsw ((embedding::vector({})) "
+                                     "vector_cosine_ops) where model_key = {}").format(
+                    sql.Identifier(name), cache_table(spec), sql.Literal(dimensions[0]), sql.Literal(key.model_key)))
+        except psycopg.errors.UniqueViolation:
+            log.info("%s: index %s was created by a concurrent run", spec.name, name)
     return name
 
 

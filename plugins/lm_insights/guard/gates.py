@@ -228,7 +228,7 @@ def record_checks(spec: PipelineSpec, conninfo: str, partition: Partition, run_i
              json.dumps(c.details, default=str)) for c in verdict.checks))
         conn.execute(sql.SQL(
             "insert into {runs} (run_id, pipeline, partition_start, partition_end, status, guard) "
-            "values (%s, %s, %s, %s, 'running', %s) on conflict (run_id) do update set guard = excluded.guard"
+            "values (%s, %s, %s, %s, 'running', %s) on conflict (pipeline, run_id) do update set guard = excluded.guard"
         ).format(runs=db.qualified(schema, "runs")),
             (run_id, spec.name, partition.start, partition.end, json.dumps(verdict.flags())))
 
