@@ -38,8 +38,12 @@ def check_composition(conninfo: str, latest: dict[dt.date, Partition], aggregate
         rejected = Counter(i for (i,) in conn.execute(
             "select (row ->> 'sale_id')::bigint from insights.product_sales_rejects "
             "where (row ->> 'sale_date')::date = any(%s)", (days,)).fetchall())
+        # only intervals that touch these days: other tests share the warehouse and leave their own days' figures
+        span = (dt.datetime.combine(days[0], dt.time(0), dt.timezone.utc),
+                dt.datetime.combine(days[-1] + dt.timedelta(days=1), dt.time(0), dt.timezone.utc))
         intervals = {suffix: sorted(conn.execute(
-            f"select partition_start, partition_end from insights.product_sales_{suffix}").fetchall())
+            f"select partition_start, partition_end from insights.product_sales_{suffix} "
+            "where partition_start < %s and partition_end > %s", (span[1], span[0])).fetchall())
             for suffix in AGGREGATES}
         staging = conn.execute("select count(*) from pg_tables where schemaname = 'lm_staging' "
                                "and tablename like 'product_sales%'").fetchone()[0]
