@@ -80,6 +80,7 @@ def lock_ddl(conn: psycopg.Connection) -> None:
 def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
     """Create ``schema`` only when it is missing: ``create schema if not exists`` needs CREATE on the database
     even when the schema exists, and a least-privilege role has CREATE on its schemas only."""
+    lock_ddl(conn)  # two runs creating the same schema at once: even "if not exists" fails for one of them
     if not conn.execute("select 1 from pg_namespace where nspname = %s", (schema,)).fetchone():
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
 
