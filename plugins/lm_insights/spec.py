@@ -307,6 +307,9 @@ class Words(_Strict):
     n_samples: int = Field(default=32, ge=4, le=2000)  # perturbed texts encoded per row (kernel_shap, lime)
     top_words: int = Field(default=5, ge=1, le=50)  # words stored per row
     seed: int = 0
+    # The cap on their cost: explaining stops (most uncertain rows first) once it has taken this share of the run's
+    # infer time; cached explanations cost nothing and are always used. The rows left are counted as skipped.
+    max_infer_share: float = Field(default=0.1, ge=0, le=10)
 
 
 class Explain(_Strict):

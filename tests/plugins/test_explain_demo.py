@@ -14,13 +14,21 @@ from lm_insights.spec import load_spec
 from lm_insights.steps.partition import Partition
 from tests.plugins.test_explain_rules import bounds
 
-SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml")
-DAY = Partition.day("2026-11-01")
+SHIPPED = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml")
+
+
+def with_words_budget(spec, max_infer_share: float):
+    words = spec.explain.words.model_copy(update={"max_infer_share": max_infer_share})
+    return spec.model_copy(update={"explain": spec.explain.model_copy(update={"words": words})})
+
+
+SPEC = with_words_budget(SHIPPED, 10.0)  # a budget every sampled row fits in: the cap is tested below
+DAY, NEXT_DAY = Partition.day("2026-11-01"), Partition.day("2026-11-02")
 
 
 def test_demo_rules_clusters_and_explanations(warehouse_conninfo, monkeypatch):
     demo_warehouse.create_schema(warehouse_conninfo)
-    demo_warehouse.generate(warehouse_conninfo, start=DAY.start.date(), days=1, sales_per_day=80, reviews_per_day=0)
+    demo_warehouse.generate(warehouse_conninfo, start=DAY.start.date(), days=2, sales_per_day=80, reviews_per_day=0)
     assert run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, DAY).status == "success"
     with psycopg.connect(warehouse_conninfo) as conn:
         rules = conn.execute("select explains, conditions, prediction, rows, fidelity, depth, n, faithful, rule "
@@ -76,3 +84,48 @@ def test_demo_rules_clusters_and_explanations(warehouse_conninfo, monkeypatch):
         assert conn.execute("select count(*) from insights.explanation_cache").fetchone()[0] == cached
         assert conn.execute("select _row_number, label_set, label, sample, top_word, words from "
                             "insights.product_sales_explanations order by sample, _row_number").fetchall() == explained
+
+    zero_budget = with_words_budget(SHIPPED, 0.0)
+    rerun = run_partition(zero_budget, warehouse_conninfo, warehouse_conninfo, DAY)
+    assert (rerun.timings["explain_words_explained"], rerun.timings["explain_words_skipped_for_budget"],
+            rerun.timings["explain_words_budget_s"]) == (len(explained), 0, 0), "cached explanations cost nothing"
+    monkeypatch.undo()
+
+    # A budget of 2.5 s on a clock that advances 1 s per explained row: the two uncertain rows come first and fit,
+    # the third would not (2 s spent + 1 s per row > 2.5 s), so the random rows are skipped for the budget.
+    clock, real_explain_words, real_budget = [0.0], words_module.explain_words, words_module.WordsBudget
+
+    def explain_words_one_second_each(*args, **kwargs):
+        clock[0] += 1.0
+        return real_explain_words(*args, **kwargs)
+
+    monkeypatch.setattr(words_module, "explain_words", explain_words_one_second_each)
+    monkeypatch.setattr(words_module, "WordsBudget", lambda seconds, _: real_budget(2.5, lambda: clock[0]))
+    capped = run_partition(SHIPPED, warehouse_conninfo, warehouse_conninfo, NEXT_DAY)
+    assert (capped.timings["explain_words_explained"], capped.timings["explain_words_skipped_for_budget"]) == (2, 2)
+    with psycopg.connect(warehouse_conninfo) as conn:
+        samples = [r[0] for r in conn.execute("select sample from insights.product_sales_explanations "
+                                              "where partition_start = %s", (NEXT_DAY.start,)).fetchall()]
+        recorded = conn.execute("select timings from insights.runs where run_id = %s", (capped.run_id,)).fetchone()[0]
+    assert samples == ["uncertain", "uncertain"] and clock[0] == 2.0
+    assert recorded["explain_words_skipped_for_budget"] == 2 and recorded["explain_words_explained"] == 2
+
+
+def test_words_budget_stops_before_a_row_that_would_not_fit():
+    ticks = iter([0.0, 0.0, 1.0, 2.4])
+    budget = words_module.WordsBudget(3.0, lambda: next(ticks))  # created at 0.0
+    assert budget.allows_another()  # nothing spent yet
+    budget.computed = 1
+    assert budget.allows_another()  # 1 s spent, 1 s per row: 2 s <= 3 s
+    budget.computed = 2
+    assert not budget.allows_another()  # 2.4 s spent, 1.2 s per row: 3.6 s > 3 s
+    assert not words_module.WordsBudget(0.0, lambda: 0.0).allows_another()
+
+
+def test_uncertain_rows_of_every_label_set_come_before_the_random_ones():
+    def row(number, sample):
+        return (number, f"k={number}", "text", "hash", "label", sample)
+
+    samples = {"a": [row(1, "uncertain"), row(2, "random")], "b": [row(3, "uncertain"), row(4, "random")]}
+    assert [(name, r[0]) for name, r in words_module.priority_order(samples)] == [
+        ("a", 1), ("b", 3), ("a", 2), ("b", 4)]

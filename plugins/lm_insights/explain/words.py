@@ -1,7 +1,9 @@
 """Word-level explanations: which words carried a row's label, for a bounded sample of rows per partition.
 
 For each label set, the sample is the rows with the smallest margin (the most uncertain) plus a seeded random
-sample (sizes in the spec's ``explain.words``). Each row's text is split into words; captum's KernelShap (or Lime,
+sample (sizes in the spec's ``explain.words``), explained in that order (every label set's uncertain rows, then the
+random ones) until ``max_infer_share`` of the run's infer time is spent; the rows left are counted as skipped for
+the budget in the run's timings. Each row's text is split into words; captum's KernelShap (or Lime,
 or FeatureAblation: leave one word out) perturbs which words are kept and explains the row's best label's margin:
 cosine to that label's prototype minus the cosine to the nearest other label's. Per row the top words are stored
 with signed weights (positive: the word pushes towards the label). Results are cached by text hash, model,
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from psycopg import sql
 
@@ -117,58 +121,94 @@ def create_explanations_table(spec: PipelineSpec, conn, partition: Partition) ->
     return target
 
 
-def build_explanations(spec: PipelineSpec, conn, partition: Partition, key: CacheKey,
-                       load_engine: Callable) -> int:
-    """Staging ``explanations`` (and the explanation cache); return how many explanations were computed now.
+@dataclass
+class WordsBudget:
+    """The cap on what word explanations may cost in one run: ``seconds`` of (injectable) ``clock`` time."""
+    seconds: float
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+    computed: int = 0
 
-    ``load_engine()`` gives the model; it is called on the first cache miss only.
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def allows_another(self) -> bool:
+        """True while one more row, at the mean cost of the rows computed so far, still fits."""
+        spent = self.clock() - self.started
+        if spent >= self.seconds:
+            return False
+        return spent + (spent / self.computed if self.computed else 0.0) <= self.seconds
+
+
+@dataclass(frozen=True)
+class WordsOutcome:
+    explained: int  # rows with stored words (computed now or from the cache)
+    computed: int  # of which computed now
+    skipped_for_budget: int  # sampled rows left unexplained because the budget was spent
+    budget_seconds: float
+
+
+def priority_order(samples: dict[str, list[tuple]]) -> list[tuple[str, tuple]]:
+    """(label set, sampled row) with every label set's uncertain rows first, then the random ones."""
+    ordered = [(name, row) for name, rows in samples.items() for row in rows if row[5] == "uncertain"]
+    return ordered + [(name, row) for name, rows in samples.items() for row in rows if row[5] != "uncertain"]
+
+
+def build_explanations(spec: PipelineSpec, conn, partition: Partition, key: CacheKey,
+                       load_engine: Callable, budget: WordsBudget) -> WordsOutcome:
+    """Staging ``explanations`` (and the explanation cache) for the sampled rows, in priority order until
+    ``budget`` is spent. ``load_engine()`` gives the model; it is called on the first cache miss only.
     """
     from lm_engine.zero_shot import label_set_version
 
     settings = spec.explain.words
     target = create_explanations_table(spec, conn, partition)
     if not settings.enabled or not spec.lm.label_sets:
-        return 0
+        return WordsOutcome(0, 0, 0, budget.seconds)
     cache = db.qualified(spec.sink.schema_, "explanation_cache")
     method = method_version(settings)
-    computed, rows_out, loaded = 0, [], {}
-    for name, label_set in spec.lm.label_sets.items():
+    samples = {name: sample_rows(spec, conn, partition, name, key, settings) for name in spec.lm.label_sets}
+    skipped, rows_out, loaded, functions = 0, [], {}, {}
+    for name, (number, row_key, text, text_hash, best, sample) in priority_order(samples):
+        label_set = spec.lm.label_sets[name]
         version = label_set_version(label_set.labels, label_set.min_margin)
-        labels = list(label_set.labels)
-        functions: dict[str, Callable] = {}
-        for number, row_key, text, text_hash, best, sample in sample_rows(spec, conn, partition, name, key, settings):
-            cached = conn.execute(sql.SQL(
-                "select words from {} where model_key = %s and label_set_version = %s and method = %s "
-                "and text_sha256 = %s and label = %s").format(cache),
-                (key.model_key, version, method, text_hash, best)).fetchone()
-            if cached:
-                words = cached[0]
-            else:
-                if best not in functions:
-                    if "engine" not in loaded:
-                        loaded["engine"] = load_engine()
-                    functions[best] = margin_function(loaded["engine"], loaded["engine"].prototypes(label_set.labels),
-                                                      labels.index(best))
-                words = [{"word": w, "weight": v}
-                         for w, v in explain_words(text, functions[best], settings, settings.seed)]
-                conn.execute(sql.SQL("insert into {} (model_key, label_set_version, method, text_sha256, label, words) "
-                                     "values (%s, %s, %s, %s, %s, %s) on conflict do nothing").format(cache),
-                             (key.model_key, version, method, text_hash, best, json.dumps(words)))
-                computed += 1
-            top = max(words, key=lambda w: w["weight"])["word"] if words else None
-            rows_out.append((partition.start, number, row_key, name, best, sample, top, json.dumps(words),
-                             settings.method))
+        cached = conn.execute(sql.SQL(
+            "select words from {} where model_key = %s and label_set_version = %s and method = %s "
+            "and text_sha256 = %s and label = %s").format(cache),
+            (key.model_key, version, method, text_hash, best)).fetchone()
+        if cached:
+            words = cached[0]
+        elif not budget.allows_another():
+            skipped += 1
+            continue
+        else:
+            if (name, best) not in functions:
+                if "engine" not in loaded:
+                    loaded["engine"] = load_engine()
+                functions[name, best] = margin_function(loaded["engine"], loaded["engine"].prototypes(label_set.labels),
+                                                        list(label_set.labels).index(best))
+            words = [{"word": w, "weight": v}
+                     for w, v in explain_words(text, functions[name, best], settings, settings.seed)]
+            conn.execute(sql.SQL("insert into {} (model_key, label_set_version, method, text_sha256, label, words) "
+                                 "values (%s, %s, %s, %s, %s, %s) on conflict do nothing").format(cache),
+                         (key.model_key, version, method, text_hash, best, json.dumps(words)))
+            budget.computed += 1
+        top = max(words, key=lambda w: w["weight"])["word"] if words else None
+        rows_out.append((partition.start, number, row_key, name, best, sample, top, json.dumps(words),
+                         settings.method))
     db.copy_rows(conn, target, EXPLANATION_COLUMNS, rows_out)
-    log.info("%s %s: %d word-level explanations (%d computed, %d cached)", spec.name, partition, len(rows_out),
-             computed, len(rows_out) - computed)
-    return computed
+    log.info("%s %s: %d word-level explanations (%d computed, %d cached), %d rows skipped: budget of %.2f s spent",
+             spec.name, partition, len(rows_out), budget.computed, len(rows_out) - budget.computed, skipped,
+             budget.seconds)
+    return WordsOutcome(len(rows_out), budget.computed, skipped, budget.seconds)
 
 
-def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
-                      model: str | None = None, engine=None) -> dict[str, object]:
-    """Build staging ``explanations`` for one partition; the model is loaded only when an explanation is missing
-    from the cache (``engine`` replaces it, as in ``infer_shard``). Returns counts and seconds."""
-    import time
+def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey, infer_seconds: float,
+                      model: str | None = None, engine=None, clock: Callable[[], float] = time.monotonic
+                      ) -> dict[str, object]:
+    """Build staging ``explanations`` for one partition within ``explain.words.max_infer_share`` of the run's
+    ``infer_seconds``; the model is loaded only when an explanation is missing from the cache (``engine``
+    replaces it, as in ``infer_shard``). Returns the seconds and the run-timings entries (counts and budget)."""
 
     def load():
         if engine is not None:
@@ -181,9 +221,13 @@ def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, k
     from threadpoolctl import threadpool_limits
 
     started = time.monotonic()
+    budget = WordsBudget(spec.explain.words.max_infer_share * max(infer_seconds, 0.0), clock)
     # Measured on 2 busy cores: KernelShap of one row (32 short texts in one batch) took 6.3 s with every OpenMP
     # thread and 0.2 s with one; the batches here are too small to gain from threads.
     with db.connect(conninfo) as conn, threadpool_limits(1, user_api="openmp"):
         db.ensure_insight_schema(conn, spec.sink.schema_)
-        computed = build_explanations(spec, conn, partition, key, load)
-    return {"computed": computed, "seconds": round(time.monotonic() - started, 3)}
+        outcome = build_explanations(spec, conn, partition, key, load, budget)
+    return {"seconds": round(time.monotonic() - started, 3), "computed": outcome.computed,
+            "timings": {"explain_words_explained": outcome.explained,
+                        "explain_words_skipped_for_budget": outcome.skipped_for_budget,
+                        "explain_words_budget_s": round(outcome.budget_seconds, 3)}}
