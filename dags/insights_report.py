@@ -3,8 +3,8 @@
 
 Data-aware: runs whenever a pipeline run has loaded its insight tables and recorded itself in `insights.runs`
 (an Airflow Asset per pipeline, updated by the run's record_run task).
-Writes a plain-text report of the latest partitions (runs, summaries, segment tables, drivers) into
-`insights.reports`, one row per run of this DAG.
+Writes the report of the latest partitions (as text, and as the HTML page the "LM insights report" tab shows) into
+`insights.reports` under this run, and the page of each triggering pipeline run's partition under that run.
 """
 
 import datetime as dt
@@ -31,9 +31,14 @@ def insights_report():
     def write_report() -> dict:
         from lm_insights.explain.report import store_report
 
-        events = get_current_context()["triggering_asset_events"]
+        context = get_current_context()
+        events = context["triggering_asset_events"]
         triggered_by = sorted(str(asset.name) for asset in events)
-        return store_report(conninfo_for("warehouse"), triggered_by)
+        # each pipeline run that triggered this one gets its partition's page, shown on its own DAG run page
+        source_runs = sorted({(e.source_dag_id, e.source_run_id) for asset_events in events.values()
+                              for e in asset_events if e.source_dag_id and e.source_run_id})
+        return store_report(conninfo_for("warehouse"), triggered_by, dag_id=context["dag"].dag_id,
+                            run_id=context["run_id"], source_runs=source_runs)
 
     write_report()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 
+from lm_insights.explain.html_report import cluster_map, project_2d, report_for_run
 from lm_insights.explain.report import store_report
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
@@ -21,8 +22,8 @@ FIRST, SECOND = Partition.day("2026-11-01"), Partition.day("2026-11-02")
 def test_second_day_summary_says_what_changed_with_figures(warehouse_conninfo):
     demo_warehouse.create_schema(warehouse_conninfo)
     demo_warehouse.generate(warehouse_conninfo, start=FIRST.start.date(), days=2, sales_per_day=40, reviews_per_day=0)
-    for day in (FIRST, SECOND):
-        assert run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, day).status == "success"
+    runs = [run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, day) for day in (FIRST, SECOND)]
+    assert [r.status for r in runs] == ["success", "success"]
     with psycopg.connect(warehouse_conninfo) as conn:
         first, second = (r[0] for r in conn.execute(
             "select summary from insights.product_sales_summaries order by partition_start").fetchall())
@@ -43,14 +44,49 @@ def test_second_day_summary_says_what_changed_with_figures(warehouse_conninfo):
     assert re.search(r"The positioning mix over \d+ rows \(against \d+\): ", second)
     assert re.search(r"The strongest driver of units (is still|changed from) \w+", second)
 
-    stored = store_report(warehouse_conninfo, ["test"])
+    stored = store_report(warehouse_conninfo, ["test"], dag_id="insights_report", run_id="report_1",
+                          source_runs=[("product_sales", runs[0].run_id), ("product_sales", "no_such_run")])
+    assert stored["pipeline_runs"] == [runs[0].run_id]
     with psycopg.connect(warehouse_conninfo) as conn:
         page = conn.execute("select html from insights.reports where id = %s", (stored["report_id"],)).fetchone()[0]
     assert page.startswith("<!doctype html>") and stored["html_chars"] == len(page)
-    assert page.count('<img alt="chart" src="data:image/png;base64,') == 2  # segments, positioning mix
+    # segments, the positioning mix, quality over the partitions, the clusters' 2-D map
+    assert page.count('<img alt="chart" src="data:image/png;base64,') == 4
     assert not re.search(r"(src|href)=\"(https?:)?//", page), "the page loads nothing from the network"
-    for heading in ("Summary", "Segments", "Label mix: positioning", "Drivers", "Rules that reproduce the model",
-                    "Clusters", "Explained rows"):
+    for heading in ("Summary", "Segments", "Label mix: positioning", "Quality over the last 2 partitions", "Drivers",
+                    "Rules that reproduce the model", "Clusters", "Explained rows"):
         section = page.split(f"<h3>{heading}</h3>", 1)[1].split("<h3>", 1)[0]
         assert "<img" in section or "<tr><td>" in section or heading == "Summary" and len(section) > 100, heading
     assert "<mark style=" in page and "Since the partition of 2026-11-01:" in page
+    assert page.split("<h3>Clusters</h3>", 1)[1].split("<h3>", 1)[0].count("<img") == 1, "the clusters' map"
+    assert "partition 2026-11-02" in page and "partition 2026-11-01" not in page
+
+    # the DAG run page's tab: each run's own partition (stored by insights_report, or rendered now), never the newest
+    assert report_for_run(warehouse_conninfo, "insights_report", "report_1") == (200, page)
+    first_status, first_page = report_for_run(warehouse_conninfo, "product_sales", runs[0].run_id)
+    assert first_status == 200 and f"run {runs[0].run_id}, partition 2026-11-01" in first_page
+    assert "product_sales, partition 2026-11-01</h2>" in first_page and "partition 2026-11-02" not in first_page
+    second_status, second_page = report_for_run(warehouse_conninfo, "product_sales", runs[1].run_id)
+    assert second_status == 200 and "product_sales, partition 2026-11-02</h2>" in second_page
+    assert "<h3>Quality over the last 2 partitions</h3>" in second_page
+    assert "<h3>Quality over the last 1 partitions</h3>" in first_page, "history up to the run's own partition"
+    status, missing = report_for_run(warehouse_conninfo, "product_sales", "manual__not_run_yet")
+    assert status == 404 and "No report for run manual__not_run_yet of DAG product_sales" in missing
+    with psycopg.connect(warehouse_conninfo) as conn:
+        conn.execute("update insights.runs set status = 'quarantined' where run_id = %s", (runs[1].run_id,))
+    status, held = report_for_run(warehouse_conninfo, "product_sales", runs[1].run_id)
+    assert status == 404 and "ended with status quarantined for partition 2026-11-02" in held
+
+
+def test_clusters_map_is_the_same_for_the_same_rows_and_separates_planted_groups():
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    centres = np.eye(3, 16) * 5
+    vectors = np.vstack([c + rng.normal(scale=0.1, size=(20, 16)) for c in centres])
+    first, again = project_2d(vectors), project_2d(vectors.copy())
+    assert first.shape == (60, 2) and np.array_equal(first, again)
+    means = [first[i * 20:(i + 1) * 20].mean(axis=0) for i in range(3)]
+    spread = max(np.linalg.norm(first[i * 20:(i + 1) * 20] - means[i], axis=1).max() for i in range(3))
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(means) for b in means[i + 1:]) > 4 * spread
+    assert cluster_map(first, [f"{i // 20 + 1}: group" for i in range(60)]).startswith('<img alt="chart"')

@@ -71,14 +71,32 @@ def render_text(conn, schema: str = DEFAULT_SCHEMA) -> str:
     return "\n".join(parts)
 
 
-def store_report(conninfo: str, triggered_by: list[str], schema: str = DEFAULT_SCHEMA) -> dict[str, object]:
-    """Render the report as text and as HTML and keep both in ``<schema>.reports``; return its id and sizes."""
-    from lm_insights.explain.html_report import render_html
+def store_report(conninfo: str, triggered_by: list[str], schema: str = DEFAULT_SCHEMA, dag_id: str | None = None,
+                 run_id: str | None = None, source_runs: list[tuple[str, str]] = ()) -> dict[str, object]:
+    """Render the report as text and as HTML and keep both in ``<schema>.reports`` under (``dag_id``, ``run_id``),
+    the run that writes it; and for each (pipeline, run id) of ``source_runs`` whose run published a partition, that
+    partition's page under the pipeline run. Return the report's id, its sizes and the pipeline runs stored."""
+    from lm_insights.explain.html_report import LOADED_STATUSES, render_html, run_about
 
+    reports = db.qualified(schema, "reports")
     with db.connect(conninfo) as conn:
         db.ensure_insight_schema(conn, schema)
         text, page = render_text(conn, schema), render_html(conn, schema)
-        report_id = conn.execute(sql.SQL("insert into {} (triggered_by, report, html) values (%s, %s, %s) "
-                                         "returning id").format(db.qualified(schema, "reports")),
-                                 (triggered_by, text, page)).fetchone()[0]
-    return {"report_id": report_id, "chars": len(text), "html_chars": len(page), "triggered_by": triggered_by}
+        report_id = conn.execute(sql.SQL("insert into {} (triggered_by, report, html, dag_id, run_id) "
+                                         "values (%s, %s, %s, %s, %s) returning id").format(reports),
+                                 (triggered_by, text, page, dag_id, run_id)).fetchone()[0]
+        stored_runs = []
+        for pipeline, source_run in source_runs:
+            run = conn.execute(sql.SQL("select partition_start from {} where pipeline = %s and run_id = %s "
+                                       "and status = any(%s)").format(db.qualified(schema, "runs")),
+                               (pipeline, source_run, list(LOADED_STATUSES))).fetchone()
+            if run is None or pipeline not in pipelines(conn, schema):
+                continue
+            run_page = render_html(conn, schema, {pipeline: run[0]}, run_about(pipeline, source_run, run[0]))
+            conn.execute(sql.SQL("insert into {} (triggered_by, report, html, dag_id, run_id, pipeline, "
+                                 "partition_start) values (%s, %s, %s, %s, %s, %s, %s)").format(reports),
+                         (triggered_by, f"HTML report of {pipeline} run {source_run}", run_page, pipeline,
+                          source_run, pipeline, run[0]))
+            stored_runs.append(source_run)
+    return {"report_id": report_id, "chars": len(text), "html_chars": len(page), "triggered_by": triggered_by,
+            "pipeline_runs": stored_runs}
