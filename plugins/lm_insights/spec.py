@@ -286,7 +286,10 @@ class Rules(_Strict):
     max_depth: int = Field(default=3, ge=1, le=6)  # deeper trees stop being rules a person reads
     min_fidelity: float = Field(default=0.8, ge=0, le=1)  # below: stored, marked not faithful, not quoted
     min_leaf_rows: int = Field(default=5, ge=1)  # a rule must cover at least this many rows
-    max_rows: int = Field(default=20000, ge=10)  # rows per partition the trees are fitted on (seeded sample)
+    max_rows: int = Field(default=20000, ge=10)  # rows the trees are fitted on (seeded sample of the window)
+    # Fit on this partition's rows and the loaded <pipeline>_rows of the days before it, window_days in all;
+    # null: this partition's rows only.
+    window_days: int | None = Field(default=None, ge=1, le=366)
 
 
 class Clusters(_Strict):

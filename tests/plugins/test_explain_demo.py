@@ -109,6 +109,26 @@ def test_demo_rules_clusters_and_explanations(warehouse_conninfo, monkeypatch):
         recorded = conn.execute("select timings from insights.runs where run_id = %s", (capped.run_id,)).fetchone()[0]
     assert samples == ["uncertain", "uncertain"] and clock[0] == 2.0
     assert recorded["explain_words_skipped_for_budget"] == 2 and recorded["explain_words_explained"] == 2
+    monkeypatch.undo()
+
+    # rules over a window of two days: fitted, and their fidelity measured, on both days' 160 rows
+    rules = SPEC.explain.rules.model_copy(update={"window_days": 2})
+    windowed = SPEC.model_copy(update={"explain": SPEC.explain.model_copy(update={"rules": rules})})
+    assert run_partition(windowed, warehouse_conninfo, warehouse_conninfo, NEXT_DAY).status == "success"
+    with psycopg.connect(warehouse_conninfo) as conn:
+        fitted = conn.execute("select distinct explains, n, window_start, partitions, fidelity, faithful from "
+                              "insights.product_sales_rules where partition_start = %s", (NEXT_DAY.start,)).fetchall()
+        loaded = conn.execute("select count(*) from insights.product_sales_rows where partition_start between %s "
+                              "and %s", (DAY.start, NEXT_DAY.start)).fetchone()[0]
+        summary = conn.execute("select summary from insights.product_sales_summaries where partition_start = %s",
+                               (NEXT_DAY.start,)).fetchone()[0]
+        day_rules = conn.execute("select distinct n, partitions from insights.product_sales_rules "
+                                 "where partition_start = %s", (DAY.start,)).fetchall()
+    assert loaded == 160 and {(f[1], f[2], f[3]) for f in fitted} == {(160, DAY.start, 2)}
+    assert day_rules == [(80, 1)], "per partition by default"
+    for explains, _, _, _, fidelity, faithful in fitted:
+        assert faithful == (fidelity >= SPEC.explain.rules.min_fidelity)
+    assert "on 160 rows of 2 partitions (2026-11-01 to 2026-11-02)" in summary
 
 
 def test_words_budget_stops_before_a_row_that_would_not_fit():

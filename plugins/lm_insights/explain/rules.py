@@ -1,4 +1,5 @@
-"""Rules that reproduce the model: a shallow decision tree per label set (and for the target metric) per partition.
+"""Rules that reproduce the model: a shallow decision tree per label set (and for the target metric) per partition,
+or over a window (``explain.rules.window_days``: this partition's rows and the loaded rows of the days before it).
 
 Each leaf of the tree becomes one readable rule, its conditions merged per column
 ("150 < price <= 250 and category = Electronics -> premium, 91% of 140 rows"). The tree's fidelity is measured
@@ -8,6 +9,8 @@ against what it imitates on the same rows (accuracy for a label, R² for the met
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import math
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 MAX_CATEGORIES = 20  # a text column with more distinct values is free text, not a column a rule can name
 UNKNOWN = "unknown"
 RULE_COLUMNS = ("partition_start", "explains", "kind", "rule_order", "rule", "conditions", "prediction", "rows",
-                "share", "fidelity", "measure", "depth", "n", "faithful", "min_fidelity")
+                "share", "fidelity", "measure", "depth", "n", "faithful", "min_fidelity", "window_start", "partitions")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class RuleSet:
     depth: int
     n: int
     faithful: bool
+    window: Window | None = None  # the partitions the rows came from (None: fitted outside a pipeline)
 
     @property
     def measure(self) -> str:
@@ -56,7 +60,19 @@ class RuleSet:
 
     def describe_fidelity(self) -> str:
         figure = f"{self.fidelity:.0%}" if self.kind == "label" else f"{self.fidelity:.2f}"
-        return f"{self.measure} {figure} on {self.n} rows, depth {self.depth}"
+        window = f" of {self.window.describe()}" if self.window and self.window.partitions > 1 else ""
+        return f"{self.measure} {figure} on {self.n} rows{window}, depth {self.depth}"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The partitions whose rows a tree was fitted on: ``partitions`` of them from ``first`` to ``last``."""
+    first: dt.datetime
+    last: dt.datetime
+    partitions: int
+
+    def describe(self) -> str:
+        return f"{self.partitions} partitions ({self.first.date()} to {self.last.date()})"
 
 
 # -------------------------------------------------------------------------------------------------- fitting
@@ -221,31 +237,56 @@ def rule_features(spec: PipelineSpec, column_types: dict[str, str], frame, kind:
     return features
 
 
-def read_rows(spec: PipelineSpec, conn, partition: Partition, limit: int):
-    """The partition's staged rows (a seeded sample of ``limit`` when larger) as a DataFrame."""
+def read_rows(spec: PipelineSpec, conn, partition: Partition, limit: int, window_days: int | None = None):
+    """The partition's staged rows, with the loaded ``<pipeline>_rows`` of the ``window_days - 1`` days before it
+    when a window is set (a seeded sample of ``limit`` when larger), as a DataFrame with ``partition_start``."""
     import pandas as pd
 
     columns = [*spec.row_columns, *(f"{name}_label" for name in spec.lm.label_sets)]
-    cursor = conn.execute(sql.SQL("select {cols} from {rows} order by hashtext(_row_number::text), _row_number "
-                                  "limit %s").format(cols=db.columns_sql(columns),
-                                                     rows=staging_table(spec, partition, "rows")), (limit,))
-    return pd.DataFrame(cursor.fetchall(), columns=columns)
+    staged = sql.SQL("select {start}::timestamptz as partition_start, _row_number, {cols} from {rows}").format(
+        start=sql.Literal(partition.start), cols=db.columns_sql(columns), rows=staging_table(spec, partition, "rows"))
+    loaded_columns = db.table_columns(conn, spec.sink.schema_, f"{spec.name}_rows")
+    if window_days and window_days > 1 and loaded_columns:
+        # columns a changed spec added since are NULL in the older rows
+        selected = sql.SQL(", ").join(sql.Identifier(c) if c in loaded_columns else
+                                      sql.SQL("null as {}").format(sql.Identifier(c)) for c in columns)
+        staged = sql.SQL("{staged} union all select partition_start, _row_number, {selected} from {loaded} "
+                         "where partition_start >= {first} and partition_start < {start}").format(
+            staged=staged, selected=selected, loaded=db.qualified(spec.sink.schema_, f"{spec.name}_rows"),
+            first=sql.Literal(partition.start - dt.timedelta(days=window_days - 1)),
+            start=sql.Literal(partition.start))
+    cursor = conn.execute(sql.SQL("select * from ({}) as w order by hashtext(extract(epoch from partition_start)::bigint "
+                                  "|| ':' || _row_number), partition_start, _row_number limit %s").format(staged),
+                          (limit,))
+    return pd.DataFrame(cursor.fetchall(), columns=["partition_start", "_row_number", *columns])
+
+
+def rows_window(frame) -> Window | None:
+    if frame.empty:
+        return None
+    import pandas as pd
+
+    starts = frame["partition_start"]
+    return Window(pd.Timestamp(starts.min()).to_pydatetime(), pd.Timestamp(starts.max()).to_pydatetime(),
+                  int(starts.nunique()))
 
 
 def measure_rules(spec: PipelineSpec, conn, partition: Partition) -> list[RuleSet]:
-    """One rule set per label set (the model's label) and one for the target metric."""
+    """One rule set per label set (the model's label) and one for the target metric, fitted on the partition's
+    rows or on the window's (``explain.rules.window_days``); fidelity is measured on the same rows."""
     settings = spec.explain.rules
-    frame = read_rows(spec, conn, partition, settings.max_rows)
+    frame = read_rows(spec, conn, partition, settings.max_rows, settings.window_days)
+    window = rows_window(frame)
     types = db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "rows"))
     rule_sets = []
     for name in spec.lm.label_sets:
         found = fit_rules(frame, f"{name}_label", rule_features(spec, types, frame, "label"), "label", settings,
                           explains=name)
         if found:
-            rule_sets.append(found)
+            rule_sets.append(dataclasses.replace(found, window=window))
     found = fit_rules(frame, spec.target, rule_features(spec, types, frame, "metric"), "metric", settings)
     if found:
-        rule_sets.append(found)
+        rule_sets.append(dataclasses.replace(found, window=window))
     return rule_sets
 
 
@@ -258,11 +299,13 @@ def build_rules(spec: PipelineSpec, conn, partition: Partition) -> list[RuleSet]
         "create table {} (partition_start timestamptz not null, explains text not null, kind text not null, "
         "rule_order integer not null, rule text not null, conditions text not null, prediction text not null, "
         "rows bigint not null, share double precision, fidelity double precision not null, measure text not null, "
-        "depth integer not null, n bigint not null, faithful boolean not null, min_fidelity double precision not null)"
+        "depth integer not null, n bigint not null, faithful boolean not null, min_fidelity double precision not null, "
+        "window_start timestamptz not null, partitions integer not null)"
     ).format(target))
     db.copy_rows(conn, target, RULE_COLUMNS, (
         (partition.start, s.explains, s.kind, i, rule.text(s.explains), rule.conditions, rule.prediction, rule.rows,
-         rule.share, s.fidelity, s.measure, s.depth, s.n, s.faithful, spec.explain.rules.min_fidelity)
+         rule.share, s.fidelity, s.measure, s.depth, s.n, s.faithful, spec.explain.rules.min_fidelity,
+         s.window.first, s.window.partitions)
         for s in rule_sets for i, rule in enumerate(s.rules, start=1)))
     return rule_sets
 

@@ -197,7 +197,7 @@ def build_explanations(spec: PipelineSpec, conn, partition: Partition, key: Cach
         rows_out.append((partition.start, number, row_key, name, best, sample, top, json.dumps(words),
                          settings.method))
     db.copy_rows(conn, target, EXPLANATION_COLUMNS, rows_out)
-    log.info("%s %s: %d word-level explanations (%d computed, %d cached), %d rows skipped: budget of %.2f s spent",
+    log.info("%s %s: %d word-level explanations (%d computed, %d cached), %d rows skipped for the budget of %.2f s",
              spec.name, partition, len(rows_out), budget.computed, len(rows_out) - budget.computed, skipped,
              budget.seconds)
     return WordsOutcome(len(rows_out), budget.computed, skipped, budget.seconds)
