@@ -7,7 +7,7 @@
     lm-insights release NAME --start D [--end D]   publish the partitions a drift gate held in quarantine
     lm-insights clean-staging [--older-than 1d]   drop staging tables that runs left behind
     lm-insights train NAME          train the pipeline's heads from its loaded rows (--rollback: previous version)
-    lm-insights similar NAME "text or row key"   the loaded rows nearest in meaning (e.g. "sale_id=5")
+    lm-insights similar NAME "text or row key" [--conn CONN]   the loaded rows nearest in meaning (e.g. "sale_id=5")
     lm-insights init-pipeline NAME --table schema.table [--conn CONN] [--key COL ...]
                                     write dags/pipelines/NAME.yaml proposed from a live table
     lm-insights env                 shell exports for the airflow CLI against the embedded database
@@ -275,19 +275,20 @@ def clean_staging(older_than: str) -> None:
     say(f"dropped {len(dropped)} staging tables older than {older_than}" + "".join(f"\n  {t}" for t in dropped))
 
 
-def similar_rows(name: str, query: str, limit: int) -> None:
-    """Print the rows of pipeline ``name`` nearest ``query`` (a text, or a row key such as ``sale_id=5``)."""
+def similar_rows(name: str, query: str, limit: int, conn: str = "warehouse") -> None:
+    """Print the rows of pipeline ``name`` nearest ``query`` (a text, or a row key such as ``sale_id=5``) in the
+    database of ``conn`` (a connection id, or a conninfo; default: the warehouse, embedded unless configured)."""
     from lm_insights.explain.report import table
     from lm_insights.explain.similar import RowNotFound, similar
     from lm_insights.spec import load_specs
     from lm_insights.steps.infer import cache_key
 
-    server, _ = local_env.prepare()
     specs = {s.name: s for s in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")}
     if name not in specs:
-        raise SystemExit(f"unknown pipeline {name!r}; known: {sorted(specs)}")
+        raise SystemExit(f"lm-insights similar: unknown pipeline {name!r}; known: {sorted(specs)}")
+    conninfo, _ = resolve_conn(conn, None)
     try:
-        found = similar(specs[name], local_env.warehouse_conninfo(server), query, cache_key(specs[name]), limit)
+        found = similar(specs[name], conninfo, query, cache_key(specs[name]), limit)
     except RowNotFound as exc:
         raise SystemExit(f"lm-insights similar: {exc}") from None
     if not found:
@@ -387,6 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     similar_parser.add_argument("pipeline")
     similar_parser.add_argument("query", help='any text, or a row key such as "sale_id=5"')
     similar_parser.add_argument("--limit", type=int, default=5)
+    similar_parser.add_argument("--conn", default="warehouse",
+                                help="Airflow connection id, or a libpq conninfo / postgresql:// URL of the database "
+                                     "with the insight tables (default: warehouse, the embedded database)")
     add_init_pipeline_parser(commands)
     args = parser.parse_args(argv)
 
@@ -399,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "release":
         release_one(args.pipeline, args.start, args.end or args.start)
     elif args.command == "similar":
-        similar_rows(args.pipeline, args.query, args.limit)
+        similar_rows(args.pipeline, args.query, args.limit, args.conn)
     elif args.command == "clean-staging":
         clean_staging(args.older_than)
     elif args.command == "train":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -46,3 +49,25 @@ def test_a_planted_near_duplicate_comes_back_first(warehouse_conninfo):
 
     with pytest.raises(RowNotFound, match="no row with review_id=424242"):
         similar(SPEC, warehouse_conninfo, "review_id=424242", key)
+
+    # the command itself, as a user runs it, against the same database
+    def similar_command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lm_insights.cli", "similar", *args, "--conn", warehouse_conninfo],
+                              capture_output=True, text=True, env=os.environ, timeout=300)
+
+    def first_key(done: subprocess.CompletedProcess) -> int:
+        assert done.returncode == 0, done.stderr
+        header, _, first, *_ = done.stdout.splitlines()
+        assert header.split()[0] == "review_id" and header.split()[-1] == "distance"
+        return int(first.split()[0])
+
+    assert first_key(similar_command("customer_reviews", "review_id=990001", "--limit", "3")) == 990002
+    assert first_key(similar_command("customer_reviews", "review_id=990002", "--limit", "3")) == 990001
+    paraphrase = "The espresso machine leaked water all over the counter of my kitchen on the first morning."
+    assert first_key(similar_command("customer_reviews", paraphrase, "--limit", "2")) in (990001, 990002)
+    unknown = similar_command("nope", "anything")
+    assert unknown.returncode == 1
+    assert "lm-insights similar: unknown pipeline 'nope'; known: ['customer_reviews', 'product_sales']" in unknown.stderr
+    missing = similar_command("customer_reviews", "review_id=424242")
+    assert missing.returncode == 1 and "lm-insights similar: customer_reviews: no row with review_id=424242" in \
+        missing.stderr
