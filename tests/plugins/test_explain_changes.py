@@ -69,7 +69,7 @@ def test_second_day_summary_says_what_changed_with_figures(warehouse_conninfo):
     second_status, second_page = report_for_run(warehouse_conninfo, "product_sales", runs[1].run_id)
     assert second_status == 200 and "product_sales, partition 2026-11-02</h2>" in second_page
     assert "<h3>Quality over the last 2 partitions</h3>" in second_page
-    assert "<h3>Quality over the last 1 partitions</h3>" in first_page, "history up to the run's own partition"
+    assert "<h3>Quality over the last partition</h3>" in first_page, "history up to the run's own partition"
     status, missing = report_for_run(warehouse_conninfo, "product_sales", "manual__not_run_yet")
     assert status == 404 and "No report for run manual__not_run_yet of DAG product_sales" in missing
     with psycopg.connect(warehouse_conninfo) as conn:
@@ -90,3 +90,22 @@ def test_clusters_map_is_the_same_for_the_same_rows_and_separates_planted_groups
     spread = max(np.linalg.norm(first[i * 20:(i + 1) * 20] - means[i], axis=1).max() for i in range(3))
     assert min(np.linalg.norm(a - b) for i, a in enumerate(means) for b in means[i + 1:]) > 4 * spread
     assert cluster_map(first, [f"{i // 20 + 1}: group" for i in range(60)]).startswith('<img alt="chart"')
+
+
+def test_segment_means_carry_their_standard_deviation_as_error_bars(monkeypatch):
+    from lm_insights.explain import html_report
+
+    drawn = []
+    monkeypatch.setattr(html_report, "figure_png", lambda figure: drawn.append(figure) or "<img>")
+    html_report.segment_chart([("tier:price", "[0, 150)", 10, 1000.0, 120.0), ("tier:price", "[150, 250)", 8, 700.0,
+                                                                               50.0), ("label:positioning", "budget", 5,
+                                                                                       900.0, 0.0)], "units")
+    [figure] = drawn
+    by_title = {axis.get_title(): axis for axis in figure.axes}
+    from matplotlib.container import BarContainer
+
+    [bars] = [c for c in by_title["units by price"].containers if isinstance(c, BarContainer)]
+    assert [b.get_height() for b in bars.patches] == [1000.0, 700.0]
+    [segments] = bars.errorbar.lines[2]  # the vertical error segments: mean - sd .. mean + sd
+    assert [tuple(s[:, 1]) for s in segments.get_segments()] == [(880.0, 1120.0), (650.0, 750.0)]
+    assert set(by_title) == {"units by price", "units by positioning"}

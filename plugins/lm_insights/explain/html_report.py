@@ -46,11 +46,7 @@ def cell(value: object) -> str:
 
 def segment_chart(segments: list[tuple], target: str) -> str:
     """Bars of the target's mean per segment value, one panel per segment, standard deviation as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(dict.fromkeys(s[0] for s in segments))
     figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
     for axis, name in zip(axes[0], names):
@@ -60,6 +56,10 @@ def segment_chart(segments: list[tuple], target: str) -> str:
         axis.set_title(f"{target} by {name.split(':', 1)[-1]}")
         axis.tick_params(axis="x", labelrotation=30, labelsize=7)
     return figure_png(figure)
+
+
+def partitions_text(count: int) -> str:
+    return "partition" if count == 1 else f"{count} partitions"
 
 
 def pyplot():
@@ -83,7 +83,7 @@ def mix_chart(history: list[tuple], label_set: str) -> str:
         shares = [sum(h[2] for h in history if h[0] == p and h[1] == label) / totals[p] for p in partitions]
         axis.bar([p.strftime("%m-%d") for p in partitions], shares, bottom=bottom, label=label)
         bottom = [b + s for b, s in zip(bottom, shares)]
-    axis.set_title(f"{label_set} label mix, last {len(partitions)} partitions")
+    axis.set_title(f"{label_set} label mix, last {partitions_text(len(partitions))}")
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     return figure_png(figure)
 
@@ -232,7 +232,7 @@ def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
                      f'{mix_chart(mix, segment.split(":", 1)[1])}')
     series = quality_series(conn, schema, name, history, label_segments, target)
     if any(series.values()):
-        parts.append(f"<h3>Quality over the last {len(history)} partitions</h3>{quality_chart(series)}")
+        parts.append(f"<h3>Quality over the last {partitions_text(len(history))}</h3>{quality_chart(series)}")
     drivers = conn.execute(sql.SQL("select field, importance, direction, method, n from {} where partition_start = %s "
                                    "order by importance desc limit 8").format(q("drivers")), (partition,)).fetchall()
     parts.append("<h3>Drivers</h3>" + html_table(["field", "importance", "direction", "method", "n"], drivers))
