@@ -143,6 +143,16 @@ def test_report_dag_runs_after_the_pipeline_lands(api, two_shard_run, warehouse)
                                             (result["report_id"],)).fetchone()
     assert "insights.product_sales" in triggered_by
     assert "== product_sales, partition" in report and "Recent runs" in report
+    # the report is kept under this run, and the page of the triggering pipeline run under that run
+    assert "two_queues" in result["pipeline_runs"]
+    with psycopg.connect(warehouse) as conn:
+        own = conn.execute("select id from insights.reports where dag_id = %s and run_id = %s",
+                           (REPORT_DAG, report_run["dag_run_id"])).fetchall()
+        pipeline_page = conn.execute("select html, partition_start from insights.reports where dag_id = %s and "
+                                     "run_id = 'two_queues' order by id desc limit 1", (PIPELINE,)).fetchone()
+    assert own == [(result["report_id"],)]
+    assert pipeline_page[1] == utc_day(dt.date(2026, 11, 1))
+    assert "<h2>product_sales, partition 2026-11-01</h2>" in pipeline_page[0] and "run two_queues" in pipeline_page[0]
 
 
 # -- c. backfills through the REST API ---------------------------------------------------------------------------
