@@ -65,7 +65,7 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         record.quality = built["quality"]
         record.timings |= built["timings"]  # explain_* parts of the insights step
         timed("explain_words", lambda: explain_partition(spec, sink_conninfo, partition, key, model, engine))
-        verdict = timed("guard", lambda: guard_partition(spec, sink_conninfo, partition, key))
+        verdict = timed("guard", lambda: guard_partition(spec, sink_conninfo, partition, key, heads))
         record.loaded = timed("load", lambda: load_guarded(spec, sink_conninfo, partition, run_id, verdict))["rows"]
         record.status = verdict.status
     except Exception as exc:
