@@ -278,8 +278,9 @@ class Guard(_Strict):
     min_text_chars: int = Field(default=5, ge=1)  # fewer characters left after cleaning: flag too_short
     ood_quantile: float = Field(default=0.99, gt=0.5, lt=1)  # of the reference's own nearest-neighbour distances
     # A row is ambiguous when a label set's or classification head's label distribution has a normalized entropy
-    # (0: one label certain, 1: all equally likely) above this; for two labels 0.97 is a 60/40 split.
-    max_entropy: float = Field(default=0.97, gt=0, le=1)
+    # (0: one label certain, 1: all equally likely) above this: 0.95 is a 64/36 split of two labels, or three
+    # labels whose best holds about half (0.5/0.25/0.25 gives 0.946). See docs/guards.md.
+    max_entropy: float = Field(default=0.95, gt=0, le=1)
     label_mix: LabelMixGate | None = LabelMixGate()  # null switches a gate off
     metric_drift: MetricDriftGate | None = MetricDriftGate()
     embedding_drift: EmbeddingDriftGate | None = EmbeddingDriftGate()
