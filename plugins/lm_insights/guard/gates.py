@@ -48,13 +48,12 @@ class Verdict:
     action: str  # load | warn | quarantine | fail
     checks: list[Check]
     row_flags: dict[str, int] = dataclasses.field(default_factory=dict)  # rows per flag, and "rows"
+    ood_reference: dict | None = None  # what the ood flag was measured against (flags.OodReference.describe)
 
     @property
     def status(self) -> str:
         """What ``runs.status`` says once the partition is handled."""
         return "quarantined" if self.action == "quarantine" else "success"
-
-    ood_reference: dict | None = None  # what the ood flag was measured against (flags.OodReference.describe)
 
     def flags(self) -> dict:
         """What ``runs.guard`` keeps: the action, each tripped gate in a sentence, the row flags' counts and the
@@ -129,10 +128,10 @@ def reference_embeddings(spec: PipelineSpec, conn, partition: Partition, model_k
     return embeddings(spec, conn, insight_table(spec, "rows"), where, params, model_key)
 
 
-def head_reference(spec: PipelineSpec, conn, heads: dict[str, int], model_key: str) -> flags.OodReference | None:
-    """The training-embedding sample of the first promoted head (by name) that stored one from this run's
-    encoder; None when no head has one."""
-    cards = models.cards(conn, spec, heads)
+def head_reference(spec: PipelineSpec, conn, heads: dict[str, int], cards: dict[str, dict],
+                   model_key: str) -> flags.OodReference | None:
+    """The training-embedding sample of the first head (by name) of the run's versions ``heads`` (``cards``: theirs)
+    that stored one from this run's encoder; None when no head has one."""
     for name in sorted(cards):
         stored = cards[name].get("ood_reference") or {}
         if stored.get("encoder") != model_key:
@@ -206,11 +205,11 @@ def guard_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key
     with db.connect(conninfo) as conn:  # commits the flag columns before Great Expectations reads them
         conn.execute("set local time zone 'UTC'")  # a date partition column compares as midnight UTC
         reference = reference_embeddings(spec, conn, partition, key.model_key)
-        ood_reference = (head_reference(spec, conn, heads, key.model_key) if spec.lm.embeddings and heads else None
+        cards = models.cards(conn, spec, heads)
+        ood_reference = (head_reference(spec, conn, heads, cards, key.model_key) if spec.lm.embeddings else None
                          ) or flags.window_reference(spec, reference)
         found = flags.flag_rows(spec, conn, partition, ood_reference, key)
         checks = measure(spec, conn, partition, key.model_key, reference)
-        cards = models.cards(conn, spec, heads)
     checks += check_outputs(spec, conninfo, partition, cards)
     verdict = Verdict(drift.decide(checks), checks + row_flag_checks(spec, found), found["counts"],
                       found["ood_reference"])
