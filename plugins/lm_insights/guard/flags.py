@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from lm_insights.steps.infer import CacheKey
 
 # Cosines of a text to the label prototypes become a distribution by softmax(ZERO_SHOT_SCALE * cosine):
-# all-MiniLM-L6-v2 was trained with a contrastive loss on cosines scaled by 20 (sentence-transformers'
-# MultipleNegativesRankingLoss), so this is the distribution over candidates the encoder was trained to give.
+# all-MiniLM-L6-v2 was trained with a cross entropy over the cosines of a batch's candidate pairs (its model card),
+# the objective of sentence-transformers' MultipleNegativesRankingLoss, which scales the cosines by 20 by default.
 ZERO_SHOT_SCALE = 20.0
 QUALITY_FLAGS = ("empty", "too_short", "markup_or_digits", "duplicate", "truncated")
 MARKUP = r"<[^>]*>|&[#a-zA-Z0-9]+;"  # tags and HTML entities
