@@ -266,7 +266,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             started = time.monotonic()
             with failing_fast(spec):  # a drift gate with action fail raises GuardFailed: no retry
                 verdict = guard_partition(spec, conninfo_for(sink), _partition(plan),
-                                          cache_key(spec, plan["model"], plan["heads"]))
+                                          cache_key(spec, plan["model"], plan["heads"]), plan["heads"])
                 loaded = load_guarded(spec, conninfo_for(sink), _partition(plan), plan["run_id"], verdict)
             return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "status": verdict.status,
                     "seconds": time.monotonic() - started}

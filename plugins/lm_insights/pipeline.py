@@ -67,7 +67,7 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         words = timed("explain_words", lambda: explain_partition(spec, sink_conninfo, partition, key,
                                                                  record.timings["infer"], model, engine))
         record.timings |= words["timings"]  # rows explained and skipped for the budget
-        verdict = timed("guard", lambda: guard_partition(spec, sink_conninfo, partition, key))
+        verdict = timed("guard", lambda: guard_partition(spec, sink_conninfo, partition, key, heads))
         record.loaded = timed("load", lambda: load_guarded(spec, sink_conninfo, partition, run_id, verdict))["rows"]
         record.status = verdict.status
     except Exception as exc:

@@ -22,7 +22,7 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 RESERVED_COLUMNS = ("_row_number", "text", "n_tokens", "truncated", "partition_start", "partition_end",
                     "quality_flags", "ambiguous", "ood_score", "ood")  # the last four: per-row flags (guard/flags.py)
 # ... and per label set <set>_<suffix>, e.g. sentiment_label.
-LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "top_field", "top_effect")
+LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "entropy", "top_field", "top_effect")
 RESERVED_LABELS = ("uncertain", "unknown")  # written by the platform: below min_margin / NULL segment value
 DEFAULT_PIPELINES_DIR = Path(__file__).resolve().parents[2] / "dags" / "pipelines"
 
@@ -247,25 +247,56 @@ class EmbeddingDriftGate(_Strict):
     p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and its out-of-fold scores differ significantly
 
 
+class PredictionRange(_Strict):
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PredictionRange:
+        if not self.min < self.max:
+            raise ValueError(f"min {self.min:g} must be below max {self.max:g}")
+        return self
+
+
 class OutputExpectations(_Strict):
-    """Great Expectations on the model's outputs in the staged rows: every label within its label set (or
-    ``uncertain``), every score within [-1, 1] and margin within [0, 2], and the shares below."""
+    """Great Expectations on the model's outputs in the staged rows: every label within its label set or head
+    classes (or ``uncertain``), every score, margin, probability and entropy within range, every regression
+    prediction within its range, and the shares below."""
     action: GuardAction = "warn"
     max_uncertain_share: float = Field(default=0.5, ge=0, le=1)  # per label set: rows labelled `uncertain`
     max_ood_share: float = Field(default=0.2, ge=0, le=1)  # rows flagged out of distribution
+    # regression head -> the range its predictions must lie in; a head not listed gets the range its promoted
+    # version's training targets span, widened by 10% of that span on each side (recorded in its card)
+    prediction_ranges: dict[str, PredictionRange] = {}
 
 
 class Guard(_Strict):
-    """Drift gates against the rows of a trailing window of loaded partitions (see docs/guards.md)."""
+    """Per-row flags, output expectations and drift gates (see docs/guards.md)."""
     window_days: int = Field(default=7, ge=1, le=366)  # the reference: loaded rows of the days before the partition
     min_reference_rows: int = Field(default=30, ge=10)  # fewer: the gates are recorded as skipped
     max_sample_rows: int = Field(default=1000, ge=50)  # per side, for the embedding domain classifier
     min_text_chars: int = Field(default=5, ge=1)  # fewer characters left after cleaning: flag too_short
     ood_quantile: float = Field(default=0.99, gt=0.5, lt=1)  # of the reference's own nearest-neighbour distances
+    # A row is ambiguous when a label set's or classification head's label distribution has a normalized entropy
+    # (0: one label certain, 1: all equally likely) above this: 0.95 is a 64/36 split of two labels, or three
+    # labels whose best holds about half (0.5/0.25/0.25 gives 0.946). See docs/guards.md.
+    max_entropy: float = Field(default=0.95, gt=0, le=1)
     label_mix: LabelMixGate | None = LabelMixGate()  # null switches a gate off
     metric_drift: MetricDriftGate | None = MetricDriftGate()
     embedding_drift: EmbeddingDriftGate | None = EmbeddingDriftGate()
-    outputs: OutputExpectations | None = OutputExpectations()
+    outputs: OutputExpectations = OutputExpectations()  # run in every run: set its action to warn to only flag
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _outputs_always_run(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("the output expectations run in every run and cannot be switched off; give "
+                             "outputs: {action: warn} to only flag the run")
+        return value
+
+
+# Without a guard section: per-row flags and output expectations with their defaults, no drift gates.
+NO_GATES = Guard(label_mix=None, metric_drift=None, embedding_drift=None)
 
 
 class Sink(_Strict):
@@ -338,7 +369,7 @@ class PipelineSpec(_Strict):
     lm: LM = LM()
     insights: Insights
     sink: Sink = Sink()
-    guard: Guard | None = None  # drift gates; None: no gates
+    guard: Guard = NO_GATES  # flags and output expectations always; drift gates only in a guard: section
     explain: Explain = Explain()
 
     @field_validator("name")
@@ -412,14 +443,17 @@ class PipelineSpec(_Strict):
         return self
 
     def _guard_has_inputs(self) -> None:
-        if self.guard is None:
-            return
         if self.guard.embedding_drift and not self.lm.embeddings:
             raise ValueError("guard.embedding_drift: needs lm.embeddings: true (the gate compares row embeddings); "
                              "set it, or set guard.embedding_drift: null")
         if self.guard.label_mix and not self.lm.label_sets:
             raise ValueError("guard.label_mix: the spec has no lm.label_sets to compare; add one, or set "
                              "guard.label_mix: null")
+        regression = sorted(n for n, h in self.lm.heads.items() if h.task == "regression")
+        for name in self.guard.outputs.prediction_ranges:
+            if name not in regression:
+                raise ValueError(f"guard.outputs.prediction_ranges.{name}: not a regression head of lm.heads "
+                                 f"{regression}; a range is for a head whose task is regression")
 
     def _no_duplicates(self) -> None:
         for path, names in (("source.columns", self.source.columns), ("source.key", self.source.key),

@@ -1,9 +1,13 @@
 """Real DAG runs: a partition that a drift gate holds is loaded into the quarantine tables (the run's record_run is
-skipped: no Asset event), and a run with the ``release_quarantined`` Param publishes it."""
+skipped: no Asset event), and a run with the ``release_quarantined`` Param publishes it; so does the
+``lm-insights release`` command, run as a user runs it."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -11,7 +15,9 @@ import pytest
 from lm_insights.cli import run_dag
 from lm_insights.guard import gates
 from lm_insights.guard.gates import Verdict
+from lm_insights import pipeline
 from lm_insights.runtime import demo_warehouse
+from lm_insights.spec import load_specs
 from lm_insights.steps.partition import Partition
 
 DAY = dt.date(2026, 11, 6)  # a day no other DAG test uses in the shared warehouse
@@ -68,3 +74,41 @@ def test_a_dag_run_holds_a_quarantined_partition_and_the_release_param_publishes
     assert status == ("released",)
 
     assert run_dag("product_sales", DAY, conf).state == "failed", "nothing is held any more: fail, no retry"
+
+
+def release_command(pg_server, *args: str) -> subprocess.CompletedProcess:
+    """``python -m lm_insights.cli release ...`` on the session's database cluster and AIRFLOW_HOME."""
+    env = os.environ | {"LM_INSIGHTS_PGDATA": str(pg_server.pgdata),
+                        "LM_INSIGHTS_AIRFLOW_HOME": os.environ["AIRFLOW_HOME"]}
+    return subprocess.run([sys.executable, "-m", "lm_insights.cli", "release", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_the_release_command_publishes_a_held_partition_and_says_when_nothing_is_held(warehouse, pg_server,
+                                                                                      monkeypatch):
+    from lm_insights.pipeline import run_partition
+
+    spec = {s.name: s for s in load_specs()}["product_sales"]
+    with psycopg.connect(warehouse) as conn:  # the day is not published yet (an earlier test may have published it)
+        if exists(conn, "insights.product_sales_rows"):
+            conn.execute("delete from insights.product_sales_rows where sale_date = %s", (DAY,))
+    monkeypatch.setattr(pipeline, "guard_partition", lambda *args: Verdict("quarantine", []))
+    record = run_partition(spec, warehouse, warehouse, Partition.day(DAY), run_id="held_for_the_cli")
+    monkeypatch.undo()
+    assert record.status == "quarantined"
+    held, published = day_rows(warehouse, "product_sales_quarantine_rows"), day_rows(warehouse, "product_sales_rows")
+    assert held and published == [], "the held rows wait in quarantine, nothing is published"
+
+    done = release_command(pg_server, "product_sales", "--start", DAY.isoformat())
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert f"product_sales {Partition.day(DAY)}: published from quarantine" in done.stdout
+    assert day_rows(warehouse, "product_sales_rows") == held
+    assert day_rows(warehouse, "product_sales_quarantine_rows") == []
+    with psycopg.connect(warehouse) as conn:
+        assert conn.execute("select status from insights.runs where run_id = 'held_for_the_cli'").fetchone() == (
+            "released",)
+
+    again = release_command(pg_server, "product_sales", "--start", DAY.isoformat())
+    assert again.returncode == 1
+    assert (f"lm-insights release: product_sales: no quarantined partition between {DAY} and {DAY}; see "
+            "insights.runs where status = 'quarantined'") in again.stderr

@@ -44,7 +44,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
     names = [f["figure"] for f in report["figures"]]
     assert any(n.startswith("re-run: time / cold") for n in names)
     assert any(n.startswith("load: COPY / to_sql") for n in names)
-    assert any(n.startswith("next day: row flags + drift gates / cold run") for n in names)
+    assert any(n.startswith("next day: guard (flags, output expectations, drift gates) / cold run") for n in names)
     assert report["targets_total"] == 9
     assert "stub encoder (deterministic hash vectors, no model)" in done.stdout
     assert "figure" in done.stdout and "target" in done.stdout

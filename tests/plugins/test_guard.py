@@ -64,18 +64,22 @@ def put_day(conninfo: str, day: dt.date, rows: list[tuple]) -> None:
                 copy.write_row(row)
 
 
-def feedback_spec(label_mix="warn", metric_drift="warn", embedding_drift="warn") -> PipelineSpec:
+def feedback_spec(label_mix="warn", metric_drift="warn", embedding_drift="warn", guard: dict | None = None,
+                  min_margin: float = 0.02, heads: dict | None = None) -> PipelineSpec:
+    """The feedback pipeline; ``guard`` is merged into its guard section (``False``: no guard section)."""
+    section = {"label_mix": {"action": label_mix}, "metric_drift": {"action": metric_drift},
+               "embedding_drift": {"action": embedding_drift}} | (guard or {})
     return PipelineSpec.model_validate({
         "name": "feedback", "start_date": "2026-11-01",
         "source": {"table": "shop.feedback", "key": ["feedback_id"], "partition_column": "feedback_day",
                    "columns": ["feedback_id", "feedback_day", "review", "stars"]},
         "text": {"template": "{review}", "columns": ["review"]},
-        "lm": {"label_sets": {"sentiment": {"labels": {
+        "lm": {"label_sets": {"sentiment": {"min_margin": min_margin, "labels": {
             "positive": "A happy customer who praises the product and would recommend it.",
-            "negative": "An unhappy customer who complains about the product and is disappointed."}}}},
+            "negative": "An unhappy customer who complains about the product and is disappointed."}}},
+            "heads": heads or {}},
         "insights": {"metrics": ["stars"], "segments": [{"by_label": "sentiment"}]},
-        "guard": {"label_mix": {"action": label_mix}, "metric_drift": {"action": metric_drift},
-                  "embedding_drift": {"action": embedding_drift}},
+        **({"guard": section} if guard is not False else {}),
     })
 
 
@@ -203,7 +207,8 @@ def test_an_unshifted_partition_trips_no_gate_and_planted_rows_carry_their_flags
     assert sorted(c for c in checks if c[0] != "output_expectation") == [
         ("embedding_drift", True), ("label_mix", True), ("metric_drift", True)]
     outputs = [passed for check, passed in checks if check == "output_expectation"]
-    assert len(outputs) == 5 and all(outputs), "labels, scores, margins in range; shares of uncertain, ood below"
+    assert len(outputs) == 6 and all(outputs), ("labels, scores, margins, entropies in range; shares of uncertain, "
+                                                "ood below")
 
     flags = {i: (set(f), ood) for i, f, ood in query(
         shop, "select feedback_id, quality_flags, ood from insights.feedback_rows where feedback_day = %s", (DAYS[2],))}
@@ -219,11 +224,116 @@ def test_an_unshifted_partition_trips_no_gate_and_planted_rows_carry_their_flags
     assert guard["row_flags"]["ood"] == counted["ood"] and guard["row_flags"]["rows"] == len(flags)
 
 
+NEUTRAL = ["The {item} is a {item}.", "It is a {item} that I received.", "This review is about the {item}.",
+           "The {item} came in a box on Tuesday."]
+
+
+def test_ambiguity_by_entropy_is_flagged_counted_and_output_expectations_run_without_a_guard_section(shop):
+    """min_margin 0 leaves the margin nothing to flag: every ambiguous row is one whose label distribution is
+    spread (normalized entropy above the default max_entropy 0.95), e.g. a review with no sentiment at all."""
+    spec = feedback_spec(guard=False, min_margin=0)
+    assert spec.guard.label_mix is None and spec.guard.outputs.action == "warn" and spec.guard.max_entropy == 0.95
+    neutral = [(DAYS[2].toordinal() * 1000 + 900 + i, DAYS[2], text.format(item=ITEMS[i]), 3)
+               for i, text in enumerate(NEUTRAL)]
+    put_day(shop, DAYS[2], reviews(DAYS[2], 0.2, seed=5) + neutral)
+    record = run_partition(spec, shop, shop, Partition.day(DAYS[2]))
+    assert record.status == "success"
+    rows = {i: (entropy, margin, ambiguous) for i, entropy, margin, ambiguous in query(
+        shop, "select feedback_id, sentiment_entropy, sentiment_margin, ambiguous from insights.feedback_rows "
+              "where feedback_day = %s", (DAYS[2],))}
+    assert all(0 <= entropy <= 1 for entropy, _, _ in rows.values())
+    assert all(ambiguous == (entropy > 0.95) for entropy, _, ambiguous in rows.values())
+    high_entropy = sum(entropy > 0.95 for entropy, _, _ in rows.values())
+    assert sum(rows[i][2] for i, *_ in neutral) >= 2, "reviews without a sentiment are ambiguous"
+    assert high_entropy < len(rows) / 4, "clear reviews are not"
+    counted = {subject: (int(n), figure, threshold) for subject, n, figure, threshold in query(
+        shop, "select subject, details ->> 'rows', figure, threshold from insights.feedback_quality "
+              "where run_id = %s and \"check\" = 'row_flags'", (record.run_id,))}
+    assert counted["ambiguous"][0] == counted["high_entropy"][0] == high_entropy and counted["low_margin"][0] == 0
+    assert counted["high_entropy"][1:] == (pytest.approx(high_entropy / len(rows)), 0.95)
+    (guard,), = query(shop, "select guard from insights.runs where run_id = %s", (record.run_id,))
+    assert guard["row_flags"]["high_entropy"] == high_entropy and guard["row_flags"]["ambiguous"] == high_entropy
+    checks = query(shop, 'select "check", subject, passed from insights.feedback_quality where run_id = %s '
+                         "and \"check\" <> 'row_flags'", (record.run_id,))
+    assert {check for check, _, _ in checks} == {"output_expectation"}, "no guard section: no drift gates"
+    assert ("output_expectation", "sentiment_entropy in [0, 1]", True) in checks
+
+
+def test_entropy_is_normalized_over_the_labels():
+    from lm_insights.guard.flags import normalized_entropy, zero_shot_entropy
+    from lm_insights.learn.heads import classify_outputs
+
+    assert normalized_entropy(np.array([[1.0, 0.0], [0.5, 0.5], [0.6, 0.4]])) == pytest.approx([0, 1, 0.971], abs=1e-3)
+    assert normalized_entropy(np.array([[1 / 3] * 3, [0.5, 0.25, 0.25]])) == pytest.approx([1, 0.946], abs=1e-3)
+    assert zero_shot_entropy(np.array([[0.4, 0.4, 0.4], [0.9, 0.1, 0.1]])) == pytest.approx([1, 0], abs=1e-4)
+    out = classify_outputs(np.array([[0.5, 0.25, 0.25]]), ["a", "b", "c"], threshold=0.4)
+    assert out[0]["entropy"] == pytest.approx(0.946, abs=1e-3) and out[0]["label"] == "a"
+
+
+FAR_DAY = dt.date(2026, 12, 1)  # no loaded row in the 7 days before it: the window gives no reference
+HEADS = {"liked": {"task": "classification", "target": "stars", "min_rows": 50,
+                   "classes": {"negative": [1, 2], "positive": [4, 5]}},
+         "stars_hat": {"task": "regression", "target": "stars", "min_rows": 50}}
+
+
+def test_the_ood_reference_is_the_promoted_heads_training_rows_and_regression_predictions_have_a_range(
+        shop, engine):
+    from lm_insights.learn import training
+
+    spec = feedback_spec(heads=HEADS, guard={"outputs": {"max_ood_share": 0.5}})
+    for name in HEADS:
+        result = training.train_head(spec, shop, name, engine=engine)
+        assert (result.decision, result.version) == ("promoted", 1), result.reason
+    cards = dict(query(shop, "select head, card from insights.models where pipeline = 'feedback'"))
+    stored = cards["liked"]["ood_reference"]
+    assert stored["rows"] == stored["of"] == cards["liked"]["evaluation_split"]["train_rows"] + \
+        cards["liked"]["evaluation_split"]["validation_rows"] and stored["threshold"] > 0
+    assert cards["stars_hat"]["prediction_range"] == pytest.approx(
+        {"min": 0.6, "max": 5.4, "margin": 0.1, "train_min": 1, "train_max": 5})
+
+    in_domain = reviews(FAR_DAY, 0.2, seed=6, n=40)
+    foreign = out_of_domain(FAR_DAY, n=50)[40:]
+    put_day(shop, FAR_DAY, in_domain + foreign)
+    record = run_partition(spec, shop, shop, Partition.day(FAR_DAY), engine=engine)
+    assert record.status == "success"
+    ood = dict(query(shop, "select feedback_id, ood from insights.feedback_rows where feedback_day = %s", (FAR_DAY,)))
+    assert all(ood[i] for i, *_ in foreign), "out-of-domain text is out of the head's training distribution"
+    assert sum(ood[i] for i, *_ in in_domain) <= 0.1 * len(in_domain), "reviews like the training rows are not"
+    (guard,), = query(shop, "select guard from insights.runs where run_id = %s", (record.run_id,))
+    assert guard["ood_reference"] | {"threshold": None} == {
+        "source": "head", "head": "liked", "version": 1, "rows": stored["rows"], "training_rows": stored["of"],
+        "quantile": 0.99, "threshold": None}
+    assert guard["ood_reference"]["threshold"] == pytest.approx(stored["threshold"])
+    (reference,), = query(shop, "select details -> 'reference' from insights.feedback_quality where run_id = %s "
+                                "and \"check\" = 'row_flags' and subject = 'ood'", (record.run_id,))
+    assert reference["source"] == "head" and reference["head"] == "liked"
+    (passed, threshold, source), = query(
+        shop, "select passed, threshold, details ->> 'range_from' from insights.feedback_quality where run_id = %s "
+              "and subject = 'stars_hat_prediction in [0.6, 5.4]'", (record.run_id,))
+    assert passed and source.startswith("training targets of v1")
+    assert ("output_expectation", True) in query(
+        shop, "select \"check\", passed from insights.feedback_quality where run_id = %s and subject = "
+              "'liked_probability in [0, 1]'", (record.run_id,))
+
+    declared = feedback_spec(heads=HEADS, guard={"outputs": {"action": "fail", "max_ood_share": 0.5,
+                                                             "prediction_ranges": {"stars_hat": {"min": 4.5,
+                                                                                                 "max": 5}}}})
+    with pytest.raises(GuardFailed, match=r"stars_hat_prediction in \[4.5, 5\]"):
+        run_partition(declared, shop, shop, Partition.day(FAR_DAY), engine=engine, run_id="declared_range")
+    (figure, source), = query(shop, "select figure, details ->> 'range_from' from insights.feedback_quality where "
+                                    "run_id = 'declared_range' and subject like 'stars_hat_prediction%%'")
+    assert figure > 0.5 and source == "spec guard.outputs.prediction_ranges"
+
+
 @pytest.fixture(scope="module")
-def encoder():
+def engine():
     from lm_engine import load_engine
 
-    engine = load_engine("all-MiniLM-L6-v2")
+    return load_engine("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="module")
+def encoder(engine):
     cache: dict[str, np.ndarray] = {}
 
     def embed(texts: list[str]) -> np.ndarray:
@@ -295,6 +405,23 @@ def test_a_bad_guard_section_names_the_file_and_the_field(tmp_path):
     assert "guard.embedding_drift.action" in str(error.value) and "guard.embedding_drift.roc_auc" in str(error.value)
     path.write_text(yaml.safe_dump(raw | {"lm": raw["lm"] | {"embeddings": False}}))
     with pytest.raises(SpecError, match="guard.embedding_drift: needs lm.embeddings: true"):
+        load_spec(path)
+    path.write_text(yaml.safe_dump(raw | {"guard": {"outputs": None, "max_entropy": 1.5}}))
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    assert "guard.outputs: the output expectations run in every run and cannot be switched off" in str(error.value)
+    assert "guard.max_entropy: Input should be less than or equal to 1" in str(error.value)
+    ranges = {"outputs": {"prediction_ranges": {"liked": {"min": 0, "max": 5}, "stars_hat": {"min": 5, "max": 1}}}}
+    raw_heads = feedback_spec(heads=HEADS).model_dump(by_alias=True, mode="json", exclude_none=True)
+    path.write_text(yaml.safe_dump(raw_heads | {"guard": ranges}))
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    assert str(path) in str(error.value)
+    assert "guard.outputs.prediction_ranges.stars_hat: min 5 must be below max 1" in str(error.value)
+    ranges["outputs"]["prediction_ranges"].pop("stars_hat")
+    path.write_text(yaml.safe_dump(raw_heads | {"guard": ranges}))
+    with pytest.raises(SpecError, match=r"guard.outputs.prediction_ranges.liked: not a regression head of lm.heads "
+                                        r"\['stars_hat'\]"):
         load_spec(path)
 
 

@@ -4,21 +4,32 @@
   ``too_short`` (fewer than ``guard.min_text_chars`` characters left), ``markup_or_digits`` (under half of the
   text columns' characters are letters), ``duplicate`` (another row of the partition has the same text),
   ``truncated`` (longer than the model reads);
-- ``ambiguous``: some label set's best label leads the runner-up by less than its ``min_margin`` (``uncertain``);
-- ``ood_score``: cosine distance of the row's embedding to its nearest reference embedding (the loaded rows of the
-  window); ``ood`` when above the reference's own ``ood_quantile`` of leave-one-out nearest-neighbour distances.
+- ``ambiguous``: some label set's best label leads the runner-up by less than its ``min_margin`` (``uncertain``),
+  or some label set's or classification head's ``<name>_entropy`` is above ``guard.max_entropy``;
+- ``ood_score``: cosine distance of the row's embedding to its nearest reference embedding (the promoted head's
+  training rows, else the loaded rows of the window); ``ood`` when above the reference's own ``ood_quantile`` of
+  leave-one-out nearest-neighbour distances.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from psycopg import sql
 
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.infer import CacheKey
 from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 
+if TYPE_CHECKING:
+    from lm_insights.steps.infer import CacheKey
+
+# Cosines of a text to the label prototypes become a distribution by softmax(ZERO_SHOT_SCALE * cosine):
+# all-MiniLM-L6-v2 was trained with a cross entropy over the cosines of a batch's candidate pairs (its model card),
+# the objective of sentence-transformers' MultipleNegativesRankingLoss, which scales the cosines by 20 by default.
+ZERO_SHOT_SCALE = 20.0
 QUALITY_FLAGS = ("empty", "too_short", "markup_or_digits", "duplicate", "truncated")
 MARKUP = r"<[^>]*>|&[#a-zA-Z0-9]+;"  # tags and HTML entities
 TEXT_TYPES = ("text", "character varying", "character")
@@ -42,11 +53,64 @@ def text_quality_sql(spec: PipelineSpec, text_columns: list[str]) -> sql.Composa
     return sql.SQL("array_remove(array[{}]::text[], null)").format(sql.SQL(", ").join(checks))
 
 
-def ambiguous_sql(spec: PipelineSpec) -> sql.Composable:
+def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Per row, the entropy of a distribution over k labels divided by ln k: 0 one label is certain, 1 all are
+    equally likely (so one threshold fits label sets of any size)."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
+    p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+    logs = np.log(np.where(p > 0, p, 1.0))
+    return np.clip(-(p * logs).sum(axis=1) / np.log(p.shape[1]), 0.0, 1.0)
+
+
+def zero_shot_entropy(cosines: np.ndarray) -> np.ndarray:
+    """Normalized entropy of softmax(ZERO_SHOT_SCALE * cosine) over each row's label prototypes."""
+    logits = ZERO_SHOT_SCALE * np.asarray(cosines, dtype=np.float64)
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return normalized_entropy(weights / weights.sum(axis=1, keepdims=True))
+
+
+def entropy_columns(spec: PipelineSpec) -> list[str]:
+    """The ``<name>_entropy`` columns of the label sets and classification heads."""
+    names = [*spec.lm.label_sets, *(n for n, h in spec.lm.heads.items() if h.task == "classification")]
+    return [f"{name}_entropy" for name in names]
+
+
+def low_margin_sql(spec: PipelineSpec) -> sql.Composable:
     margins = [sql.SQL("coalesce({} < {}, false)").format(sql.Identifier(f"{name}_margin"),
                                                           sql.Literal(label_set.min_margin))
                for name, label_set in spec.lm.label_sets.items()]
     return sql.SQL(" or ").join(margins) if margins else sql.SQL("false")
+
+
+def high_entropy_sql(spec: PipelineSpec) -> sql.Composable:
+    entropies = [sql.SQL("coalesce({} > {}, false)").format(sql.Identifier(column),
+                                                            sql.Literal(spec.guard.max_entropy))
+                 for column in entropy_columns(spec)]
+    return sql.SQL(" or ").join(entropies) if entropies else sql.SQL("false")
+
+
+@dataclass
+class OodReference:
+    """The embeddings a row's ``ood_score`` is measured against and the distance beyond which a row is ``ood``."""
+    source: str  # "head": the promoted head's training rows; "window": the loaded rows of the trailing window
+    vectors: np.ndarray  # (n, d) unit vectors
+    threshold: float | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "rows": len(self.vectors), "threshold": self.threshold, **self.details}
+
+
+def self_distance_threshold(reference: np.ndarray, quantile: float) -> float:
+    """The ``quantile`` of each reference vector's distance to its nearest other one (unit vectors)."""
+    return float(np.quantile(nearest_distances(reference, reference, leave_one_out=True), quantile))
+
+
+def window_reference(spec: PipelineSpec, embeddings: np.ndarray) -> OodReference:
+    """The trailing window's embeddings as the OOD reference (no threshold with fewer than two)."""
+    vectors = unit(embeddings) if len(embeddings) else embeddings
+    threshold = self_distance_threshold(vectors, spec.guard.ood_quantile) if len(vectors) > 1 else None
+    return OodReference("window", vectors, threshold, {"window_days": spec.guard.window_days})
 
 
 def nearest_distances(queries: np.ndarray, reference: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
@@ -65,8 +129,8 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9, None)
 
 
-def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: np.ndarray, key: CacheKey) -> dict:
-    """Add the flag columns to staging ``rows``; return per-partition counts and the OOD threshold."""
+def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: OodReference, key: CacheKey) -> dict:
+    """Add the flag columns to staging ``rows``; return per-partition counts and the OOD reference used."""
     rows, name = staging_table(spec, partition, "rows"), staging_name(spec, partition, "rows")
     types = db.table_columns(conn, STAGING_SCHEMA, name)
     text_columns = [c for c in spec.text.columns if types.get(c, "").split("(")[0] in TEXT_TYPES]
@@ -74,15 +138,12 @@ def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: np.ndar
                               ("ood_score", "double precision"), ("ood", "boolean")):
         conn.execute(sql.SQL("alter table {} add column if not exists {} {}").format(
             rows, sql.Identifier(column), sql.SQL(type_name)))
-    conn.execute(sql.SQL("update {rows} as r set quality_flags = f.flags, ambiguous = {ambiguous} "
+    conn.execute(sql.SQL("update {rows} as r set quality_flags = f.flags, ambiguous = {low_margin} or {entropy} "
                          "from (select _row_number, {flags} as flags from {rows}) as f "
                          "where f._row_number = r._row_number").format(
-        rows=rows, flags=text_quality_sql(spec, text_columns), ambiguous=ambiguous_sql(spec)))
-    threshold = None
-    if spec.lm.embeddings and len(reference) > 1:
-        reference = unit(reference)
-        threshold = float(np.quantile(nearest_distances(reference, reference, leave_one_out=True),
-                                      spec.guard.ood_quantile))
+        rows=rows, flags=text_quality_sql(spec, text_columns), low_margin=low_margin_sql(spec),
+        entropy=high_entropy_sql(spec)))
+    if spec.lm.embeddings and reference.threshold is not None:
         found = conn.execute(sql.SQL(
             "select r._row_number, c.embedding::real[] from {rows} as r join {texts} as t using (_row_number) "
             "join {cache} as c on c.text_sha256 = t.text_sha256 and c.model_key = %(model_key)s "
@@ -91,18 +152,20 @@ def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: np.ndar
                                                     cache=db.qualified(spec.sink.schema_, "lm_cache")),
             vars(key)).fetchall()
         if found:
-            scores = nearest_distances(unit(np.array([e for _, e in found], dtype=np.float32)), reference)
+            scores = nearest_distances(unit(np.array([e for _, e in found], dtype=np.float32)), reference.vectors)
             conn.execute("create temporary table ood_scores (_row_number bigint, ood_score float8) on commit drop")
             db.copy_rows(conn, sql.Identifier("ood_scores"), ("_row_number", "ood_score"),
                          ((n, float(s)) for (n, _), s in zip(found, scores)))
             conn.execute(sql.SQL("update {} as r set ood_score = s.ood_score, ood = s.ood_score > %s "
                                  "from ood_scores as s where s._row_number = r._row_number").format(rows),
-                         (threshold,))
-    total, ambiguous, ood = conn.execute(sql.SQL(
-        "select count(*), count(*) filter (where ambiguous), count(*) filter (where ood) from {}").format(rows)
-    ).fetchone()
-    counts = {"rows": total, "ambiguous": ambiguous, "ood": ood}
+                         (reference.threshold,))
+    total, ambiguous, low_margin, high_entropy, ood = conn.execute(sql.SQL(
+        "select count(*), count(*) filter (where ambiguous), count(*) filter (where {}), "
+        "count(*) filter (where {}), count(*) filter (where ood) from {}").format(
+        low_margin_sql(spec), high_entropy_sql(spec), rows)).fetchone()
+    counts = {"rows": total, "ambiguous": ambiguous, "low_margin": low_margin, "high_entropy": high_entropy,
+              "ood": ood}
     for flag in QUALITY_FLAGS:
         counts[flag] = conn.execute(sql.SQL("select count(*) from {} where %s = any(quality_flags)").format(rows),
                                     (flag,)).fetchone()[0]
-    return {"counts": counts, "ood_threshold": threshold}
+    return {"counts": counts, "ood_threshold": reference.threshold, "ood_reference": reference.describe()}

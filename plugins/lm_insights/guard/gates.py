@@ -18,6 +18,7 @@ from psycopg import sql
 from lm_insights.guard import drift, flags
 from lm_insights.guard.drift import Check
 from lm_insights.guard.outputs import check_outputs
+from lm_insights.learn import models
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
 from lm_insights.steps.infer import CacheKey
@@ -47,6 +48,7 @@ class Verdict:
     action: str  # load | warn | quarantine | fail
     checks: list[Check]
     row_flags: dict[str, int] = dataclasses.field(default_factory=dict)  # rows per flag, and "rows"
+    ood_reference: dict | None = None  # what the ood flag was measured against (flags.OodReference.describe)
 
     @property
     def status(self) -> str:
@@ -54,10 +56,12 @@ class Verdict:
         return "quarantined" if self.action == "quarantine" else "success"
 
     def flags(self) -> dict:
-        """What ``runs.guard`` keeps: the action and each tripped gate in a sentence."""
+        """What ``runs.guard`` keeps: the action, each tripped gate in a sentence, the row flags' counts and the
+        OOD reference."""
         return {"action": self.action, "checks": len(self.checks), "row_flags": self.row_flags,
+                "ood_reference": self.ood_reference,
                 "tripped": [c.sentence() for c in self.checks if c.tripped],
-                "skipped": [c.check for c in self.checks if c.passed is None]}
+                "skipped": [c.check for c in self.checks if c.passed is None and c.check != "row_flags"]}
 
 
 def sha256_of(column: str) -> sql.Composable:
@@ -124,6 +128,25 @@ def reference_embeddings(spec: PipelineSpec, conn, partition: Partition, model_k
     return embeddings(spec, conn, insight_table(spec, "rows"), where, params, model_key)
 
 
+def head_reference(spec: PipelineSpec, conn, heads: dict[str, int], cards: dict[str, dict],
+                   model_key: str) -> flags.OodReference | None:
+    """The training-embedding sample of the first head (by name) of the run's versions ``heads`` (``cards``: theirs)
+    that stored one from this run's encoder; None when no head has one."""
+    for name in sorted(cards):
+        stored = cards[name].get("ood_reference") or {}
+        if stored.get("encoder") != model_key:
+            continue
+        vectors = models.ood_reference(conn, spec, name, heads[name])
+        if vectors is None or len(vectors) < 2:
+            continue
+        threshold = (stored["threshold"] if stored.get("quantile") == spec.guard.ood_quantile
+                     else flags.self_distance_threshold(vectors, spec.guard.ood_quantile))
+        return flags.OodReference("head", vectors, threshold,
+                                  {"head": name, "version": heads[name], "training_rows": stored.get("of"),
+                                   "quantile": spec.guard.ood_quantile})
+    return None
+
+
 def measure(spec: PipelineSpec, conn, partition: Partition, model_key: str, reference: np.ndarray) -> list[Check]:
     """Every enabled gate's check of the staged partition against the reference window (``reference``: its
     embeddings)."""
@@ -161,26 +184,35 @@ def _threshold(gate) -> float:
     return getattr(gate, "psi", None) or getattr(gate, "effect_size", None) or gate.roc_auc
 
 
-def row_flag_checks(found: dict) -> list[Check]:
-    """Per-partition counts of the row flags: rows of ``<pipeline>_quality`` that inform (passed is NULL)."""
+def row_flag_checks(spec: PipelineSpec, found: dict) -> list[Check]:
+    """Per-partition counts of the row flags: rows of ``<pipeline>_quality`` that inform (passed is NULL).
+    ``ambiguous`` counts rows with ``low_margin`` or ``high_entropy`` (a row may have both)."""
     counts = found["counts"]
     total = max(counts["rows"], 1)
-    return [Check("row_flags", flag, counts[flag] / total, found["ood_threshold"] if flag == "ood" else None,
-                  "count", None, {"rows": counts[flag], "of": counts["rows"]})
-            for flag in ("ambiguous", "ood", *flags.QUALITY_FLAGS)]
+    thresholds = {"ood": found["ood_threshold"], "high_entropy": spec.guard.max_entropy}
+    extra = {"ood": {"reference": found["ood_reference"]}}
+    return [Check("row_flags", flag, counts[flag] / total, thresholds.get(flag), "count", None,
+                  {"rows": counts[flag], "of": counts["rows"], **extra.get(flag, {})})
+            for flag in ("ambiguous", "low_margin", "high_entropy", "ood", *flags.QUALITY_FLAGS)]
 
 
-def guard_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey) -> Verdict:
-    """Flag the staged rows and run the gates; a tripped gate's sentence goes into the staged summary."""
-    if spec.guard is None:
-        return Verdict("load", [])
+def guard_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
+                    heads: dict[str, int] | None = None) -> Verdict:
+    """Flag the staged rows, run the output expectations and the drift gates; a tripped check's sentence goes
+    into the staged summary. ``heads``: the promoted head versions the run used (their training rows are the OOD
+    reference, their cards give the regression prediction ranges)."""
+    heads = heads or {}
     with db.connect(conninfo) as conn:  # commits the flag columns before Great Expectations reads them
         conn.execute("set local time zone 'UTC'")  # a date partition column compares as midnight UTC
         reference = reference_embeddings(spec, conn, partition, key.model_key)
-        found = flags.flag_rows(spec, conn, partition, reference, key)
+        cards = models.cards(conn, spec, heads)
+        ood_reference = (head_reference(spec, conn, heads, cards, key.model_key) if spec.lm.embeddings else None
+                         ) or flags.window_reference(spec, reference)
+        found = flags.flag_rows(spec, conn, partition, ood_reference, key)
         checks = measure(spec, conn, partition, key.model_key, reference)
-    checks += check_outputs(spec, conninfo, partition)
-    verdict = Verdict(drift.decide(checks), checks + row_flag_checks(found), found["counts"])
+    checks += check_outputs(spec, conninfo, partition, cards)
+    verdict = Verdict(drift.decide(checks), checks + row_flag_checks(spec, found), found["counts"],
+                      found["ood_reference"])
     tripped = [c.sentence() for c in checks if c.tripped]
     if tripped and verdict.action != "fail":
         with db.connect(conninfo) as conn:
@@ -214,8 +246,6 @@ def ensure_quality_table(conn, spec: PipelineSpec) -> sql.Composable:
 
 def record_checks(spec: PipelineSpec, conninfo: str, partition: Partition, run_id: str, verdict: Verdict) -> None:
     """Replace the partition's gate rows in ``<pipeline>_quality`` and flag the run in ``runs.guard``."""
-    if spec.guard is None:
-        return
     schema = spec.sink.schema_
     with db.connect(conninfo) as conn:
         db.ensure_insight_schema(conn, schema)  # also takes the DDL lock until commit

@@ -1,7 +1,8 @@
 """What heads share between training, inference and the per-run quality: target classes, outputs, metrics.
 
 A classification head publishes ``<head>_label`` (``uncertain`` below the probability threshold that reached the
-head's ``min_precision`` on its evaluation set), ``<head>_probability`` and ``<head>_margin`` (to the runner-up);
+head's ``min_precision`` on its evaluation set), ``<head>_probability``, ``<head>_margin`` (to the runner-up) and
+``<head>_entropy`` (normalized entropy of the class probabilities, see ``guard.flags``);
 a regression head ``<head>_prediction`` with ``<head>_prediction_low`` / ``_high`` from evaluation residuals.
 """
 
@@ -13,11 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 from psycopg import sql
 
+from lm_insights.guard.flags import normalized_entropy
 from lm_insights.spec import Head, PipelineSpec
 from lm_insights.steps.textualize import format_value
 
 UNCERTAIN = "uncertain"
-CLASSIFICATION_OUTPUTS = (("label", "text"), ("probability", "double precision"), ("margin", "double precision"))
+CLASSIFICATION_OUTPUTS = (("label", "text"), ("probability", "double precision"), ("margin", "double precision"),
+                          ("entropy", "double precision"))
 REGRESSION_OUTPUTS = (("prediction", "double precision"), ("prediction_low", "double precision"),
                       ("prediction_high", "double precision"))
 
@@ -65,14 +68,17 @@ def target_of(head: Head, value: object) -> str | float | None:
 
 
 def classify_outputs(probabilities: np.ndarray, labels: Sequence[str], threshold: float | None) -> list[dict]:
-    """Per row: best label, its probability, margin to the runner-up, and the published label."""
+    """Per row: best label, its probability, margin to the runner-up, normalized entropy, and the published
+    label."""
     order = np.argsort(-probabilities, axis=1, kind="stable")
+    entropies = normalized_entropy(probabilities)
     rows = []
-    for p, ranked in zip(probabilities, order):
+    for p, ranked, entropy in zip(probabilities, order, entropies):
         best, top = labels[ranked[0]], float(p[ranked[0]])
         margin = top - float(p[ranked[1]]) if len(labels) > 1 else top
         published = best if threshold is not None and top >= threshold else UNCERTAIN
-        rows.append({"label": published, "best": best, "probability": round(top, 6), "margin": round(margin, 6)})
+        rows.append({"label": published, "best": best, "probability": round(top, 6), "margin": round(margin, 6),
+                     "entropy": round(float(entropy), 6)})
     return rows
 
 

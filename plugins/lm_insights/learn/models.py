@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +85,10 @@ def load_heads(conninfo: str, spec: PipelineSpec, versions: dict[str, int]) -> d
 
 
 def save_version(conn, spec: PipelineSpec, name: str, weights: bytes, card: dict[str, Any], decision: str,
-                 reason: str) -> int:
+                 reason: str, ood_reference: bytes | None = None) -> int:
     """Insert the next version of ``name``; promote it when ``decision`` is "promoted". Same transaction as
-    ``conn``: a training run that dies before its commit leaves the registry as it was."""
+    ``conn``: a training run that dies before its commit leaves the registry as it was. ``ood_reference``: the
+    sample of training embeddings the guard measures rows against (float16, see ``card["ood_reference"]``)."""
     conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"lm_insights models {spec.name}.{name}",))
     version = conn.execute(sql.SQL("select coalesce(max(version), 0) + 1 from {} where pipeline = %s and head = %s")
                            .format(models_table(spec)), (spec.name, name)).fetchone()[0]
@@ -94,10 +98,10 @@ def save_version(conn, spec: PipelineSpec, name: str, weights: bytes, card: dict
                      .format(models_table(spec)), (spec.name, name))
     conn.execute(sql.SQL(
         "insert into {} (pipeline, head, version, task, method, encoder_key, weights, card, decision, reason, "
-        "promoted, promoted_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-        "case when %s then now() end)").format(models_table(spec)),
+        "promoted, promoted_at, ood_reference) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+        "case when %s then now() end, %s)").format(models_table(spec)),
         (spec.name, name, version, card["task"], card["method"], card["encoder_key"], weights,
-         json.dumps(card | {"version": version}), decision, reason, promote, promote))
+         json.dumps(card | {"version": version}), decision, reason, promote, promote, ood_reference))
     return version
 
 
@@ -148,3 +152,15 @@ def cards(conn, spec: PipelineSpec, versions: dict[str, int]) -> dict[str, dict[
                         .format(models_table(spec)),
                         (spec.name, list(versions), list(versions), list(versions.values()))).fetchall()
     return dict(rows)
+
+
+def ood_reference(conn, spec: PipelineSpec, name: str, version: int) -> np.ndarray | None:
+    """The stored sample of a version's training embeddings, (rows, dim) float32; None when it has none."""
+    import numpy as np
+
+    row = conn.execute(sql.SQL("select ood_reference, card -> 'ood_reference' ->> 'dim' from {} where pipeline = %s "
+                               "and head = %s and version = %s").format(models_table(spec)),
+                       (spec.name, name, version)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return np.frombuffer(bytes(row[0]), dtype="<f2").reshape(-1, int(row[1])).astype(np.float32)

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SEED = 0
 VALIDATION_SHARE = 0.15  # of the training part: the latest rows, for the trainer's hyper-parameters
+OOD_REFERENCE_ROWS = 1000  # training embeddings kept as the guard's OOD reference (float16: 0.75 MiB at 384 dims)
+PREDICTION_RANGE_MARGIN = 0.1  # regression: the training targets' range widened by this share of it on each side
 _CODE = (Path(__file__), Path(__file__).resolve().parents[3] / "lm_engine" / "train.py")
 
 
@@ -266,7 +268,7 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
         metrics["mean"] = heads.regression_metrics(eval_rows.targets, [mean] * len(eval_rows))
         card_extra |= {"residual_low": float(np.quantile(residuals, tail)),
                        "residual_high": float(np.quantile(residuals, 1 - tail)), "interval": head.interval,
-                       "train_mean": mean}
+                       "train_mean": mean, "prediction_range": prediction_range(train_rows.targets)}
     if promoted_head:
         metrics["promoted"] = promoted_metrics(promoted_head, head, labels, engine, eval_base, eval_rows)
 
@@ -284,11 +286,36 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
         "training": json.loads(json.dumps(trained.info, default=str)), "code_version": code_version(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), **card_extra,
     }
+    reference, card["ood_reference"] = ood_reference(train_base, spec.guard.ood_quantile)
+    card["ood_reference"]["encoder"] = engine.model_key
     weights = train.to_safetensors(trained)
     with db.connect(conninfo) as conn:
-        version = models.save_version(conn, spec, name, weights, card, decision, reason)
+        version = models.save_version(conn, spec, name, weights, card, decision, reason, reference)
     say(f"stored as v{version} in {spec.sink.schema_}.models ({len(weights)} bytes)")
     return TrainResult(name, decision, reason, version, metrics)
+
+
+def ood_reference(train_base: np.ndarray, quantile: float) -> tuple[bytes, dict[str, Any]]:
+    """A seeded sample of at most ``OOD_REFERENCE_ROWS`` training embeddings (unit, float16 bytes) and what the
+    card says of it: rows, dimensions and the OOD threshold, the ``quantile`` of the sample's own leave-one-out
+    nearest-neighbour distances (the guard flags a row further from every sample row than that)."""
+    from lm_insights.guard.flags import self_distance_threshold, unit
+
+    rng = np.random.default_rng(SEED)
+    index = np.sort(rng.choice(len(train_base), size=min(OOD_REFERENCE_ROWS, len(train_base)), replace=False))
+    sample = unit(np.asarray(train_base[index], dtype=np.float32)).astype("<f2")
+    threshold = self_distance_threshold(sample.astype(np.float32), quantile) if len(sample) > 1 else None
+    return sample.tobytes(), {"rows": len(sample), "of": len(train_base), "dim": int(sample.shape[1]),
+                              "seed": SEED, "quantile": quantile, "threshold": threshold}
+
+
+def prediction_range(targets: list[float]) -> dict[str, float]:
+    """The range a regression head's predictions are expected in: the training targets' range widened by
+    ``PREDICTION_RANGE_MARGIN`` of it on each side."""
+    low, high = float(np.min(targets)), float(np.max(targets))
+    margin = PREDICTION_RANGE_MARGIN * ((high - low) or abs(high) or 1.0)
+    return {"min": low - margin, "max": high + margin, "margin": PREDICTION_RANGE_MARGIN,
+            "train_min": low, "train_max": high}
 
 
 def promoted_metrics(promoted, head: Head, labels, engine, eval_base: np.ndarray, eval_rows: LabelledRows):

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from psycopg import sql
 
+from lm_insights.guard.flags import zero_shot_entropy
 from lm_insights.learn.heads import predict_rows
 from lm_insights.learn.models import load_heads
 from lm_insights.runtime import db
@@ -56,8 +57,9 @@ def head_version(spec: PipelineSpec, heads: dict[str, int] | None = None) -> str
     from lm_engine.zero_shot import label_set_version
 
     parts = {name: label_set_version(s.labels, s.min_margin) for name, s in sorted(spec.lm.label_sets.items())}
-    # "outputs" versions the shape of the cached JSON: 2 added per-label scores (read by the attributions).
-    recipe = {"embeddings": spec.lm.embeddings, "label_sets": parts, "outputs": 2}
+    # "outputs" versions the shape of the cached JSON: 2 added per-label scores (read by the attributions), 3 the
+    # normalized entropy of each label set and classification head (guard.flags).
+    recipe = {"embeddings": spec.lm.embeddings, "label_sets": parts, "outputs": 3}
     if spec.lm.heads:
         recipe["heads"] = {name: (heads or {}).get(name) for name in sorted(spec.lm.heads)}
     recipe = json.dumps(recipe, sort_keys=True)
@@ -108,15 +110,16 @@ def vector_literal(vector: np.ndarray) -> str:
 
 
 def classify_all(spec: PipelineSpec, engine, vectors: np.ndarray, prototypes: dict) -> list[dict]:
-    """Per text: ``{label_set: {label, best, score, margin, scores: {label: cosine}}}``."""
+    """Per text: ``{label_set: {label, best, score, margin, entropy, scores: {label: cosine}}}``."""
     from lm_engine.zero_shot import classify_vectors
 
     per_text: list[dict] = [{} for _ in range(len(vectors))]
     for name, label_set in spec.lm.label_sets.items():
         results = classify_vectors(vectors, prototypes[name], list(label_set.labels), label_set.min_margin)
-        for outputs, result in zip(per_text, results):
+        entropies = zero_shot_entropy([list(r.scores.values()) for r in results]) if results else []
+        for outputs, result, entropy in zip(per_text, results, entropies):
             outputs[name] = {"label": result.label, "best": result.best, "score": round(result.score, 6),
-                             "margin": round(result.margin, 6),
+                             "margin": round(result.margin, 6), "entropy": round(float(entropy), 6),
                              "scores": {label: round(score, 6) for label, score in result.scores.items()}}
     return per_text
 

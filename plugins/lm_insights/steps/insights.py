@@ -52,10 +52,12 @@ def is_numeric(type_name: str) -> bool:
 
 
 def label_columns(spec: PipelineSpec) -> list[sql.Composable]:
-    """``<set>_label``, ``<set>_score``, ``<set>_margin`` for every label set, read from the cached JSON."""
+    """``<set>_label``, ``<set>_score``, ``<set>_margin``, ``<set>_entropy`` for every label set, read from the
+    cached JSON."""
     parts = []
     for name in spec.lm.label_sets:
-        for field, cast in (("label", "text"), ("score", "double precision"), ("margin", "double precision")):
+        for field, cast in (("label", "text"), ("score", "double precision"), ("margin", "double precision"),
+                            ("entropy", "double precision")):
             parts.append(sql.SQL("(c.labels -> {} ->> {})::{} as {}").format(
                 sql.Literal(name), sql.Literal(field), sql.SQL(cast), sql.Identifier(f"{name}_{field}")))
     return parts
@@ -237,8 +239,8 @@ def measure_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driv
     skip |= {f"{name}_label" for name, head in spec.lm.heads.items() if head.target == spec.target}
     drivers = []
     for field, type_name in types.items():
-        if (field in skip or field.endswith(("_score", "_margin", "_top_field", "_top_effect", *output_suffixes()))
-                or type_name == "boolean"):
+        if (field in skip or type_name == "boolean"
+                or field.endswith(("_score", "_margin", "_entropy", "_top_field", "_top_effect", *output_suffixes()))):
             continue
         measure = numeric_driver if is_numeric(type_name) else categorical_driver
         driver = measure(conn, rows, field, spec.target)

@@ -155,6 +155,8 @@ def replace_interval(spec: PipelineSpec, conn, suffix: str, table: sql.Identifie
     else:  # aggregates of this interval and of every interval overlapping it (older tables lack partition_end)
         where = sql.SQL("partition_start < %(end)s and "
                         "coalesce(partition_end, partition_start + interval '1 day') > %(start)s")
+        if suffix == "quality":  # the heads' rows; the guard's check rows (head NULL) are its own to replace
+            where += sql.SQL(" and head is not null")
     return conn.execute(sql.SQL("delete from {} where ").format(table) + where, interval).rowcount
 
 
