@@ -33,6 +33,7 @@ ZERO_SHOT_SCALE = 20.0
 QUALITY_FLAGS = ("empty", "too_short", "markup_or_digits", "duplicate", "truncated")
 MARKUP = r"<[^>]*>|&[#a-zA-Z0-9]+;"  # tags and HTML entities
 TEXT_TYPES = ("text", "character varying", "character")
+OOD_DECIMALS = 6  # ood_score's precision: far below any threshold's meaning, above float noise
 
 
 def text_quality_sql(spec: PipelineSpec, text_columns: list[str]) -> sql.Composable:
@@ -114,15 +115,19 @@ def window_reference(spec: PipelineSpec, embeddings: np.ndarray) -> OodReference
 
 
 def nearest_distances(queries: np.ndarray, reference: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
-    """Cosine distance of each query to its nearest reference vector (unit vectors; chunks of 1024 queries)."""
-    out = np.empty(len(queries), dtype=np.float32)
+    """Cosine distance of each query to its nearest reference vector (unit vectors; chunks of 1024 queries).
+
+    In float64, rounded to OOD_DECIMALS: a distance near 0 is 1 minus a cosine near 1, and float32 products differ in
+    their last bits with the chunk a row falls in, so the same rows would not get the same score twice."""
+    reference = np.asarray(reference, dtype=np.float64)
+    out = np.empty(len(queries), dtype=np.float64)
     for start in range(0, len(queries), 1024):
-        similarity = queries[start:start + 1024] @ reference.T  # (chunk, n_reference)
+        similarity = np.asarray(queries[start:start + 1024], dtype=np.float64) @ reference.T  # (chunk, n_reference)
         if leave_one_out:  # query i is reference i: its nearest other vector
             own = np.arange(len(similarity))
             similarity[own, start + own] = -np.inf
         out[start:start + 1024] = 1.0 - similarity.max(axis=1)
-    return out
+    return np.round(out, OOD_DECIMALS)
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -148,8 +153,9 @@ def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: OodRefe
             "select r._row_number, c.embedding::real[] from {rows} as r join {texts} as t using (_row_number) "
             "join {cache} as c on c.text_sha256 = t.text_sha256 and c.model_key = %(model_key)s "
             "and c.head_version = %(head_version)s and c.template_version = %(template_version)s "
-            "where c.embedding is not null").format(rows=rows, texts=staging_table(spec, partition, "texts"),
-                                                    cache=db.qualified(spec.sink.schema_, "lm_cache")),
+            "where c.embedding is not null order by r._row_number").format(
+                rows=rows, texts=staging_table(spec, partition, "texts"),
+                cache=db.qualified(spec.sink.schema_, "lm_cache")),
             vars(key)).fetchall()
         if found:
             scores = nearest_distances(unit(np.array([e for _, e in found], dtype=np.float32)), reference.vectors)
