@@ -328,6 +328,55 @@ class ComposeStack(AirflowStack):
             out.append(f"--- {service} ---\n{logs.stdout}{logs.stderr}")
         return "\n".join(out)
 
+    def hostname(self, service: str) -> str:
+        """The container's hostname: what Airflow records as the task instances' ``hostname``."""
+        return self.podman("inspect", "--format", "{{.Config.Hostname}}", self.container(service)).stdout.strip()
+
+    def crash(self, service: str) -> int:
+        """SIGKILL the container's init process from the host, as an OOM kill or a crash would; return the container's
+        restart count before. (``podman kill`` would count as stopped by the user: Podman then skips the restart
+        policy, and the container stays down.)"""
+        state = self.podman("inspect", "--format", "{{.State.Pid}} {{.RestartCount}}", self.container(service))
+        pid, restarts = (int(v) for v in state.stdout.split())
+        os.kill(pid, 9)
+        return restarts
+
+    def wait_for_restart(self, service: str, restarts_before: int, timeout_s: float = 120) -> dict:
+        """Wait until the restart policy has brought the container back; return its state."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            out = self.podman("inspect", "--format", "{{.RestartCount}} {{json .State}}", self.container(service))
+            restarts, state = out.stdout.split(" ", 1)
+            state = json.loads(state)
+            if int(restarts) > restarts_before and state["Status"] == "running":
+                return state
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{service} not restarted after {timeout_s:.0f}s: {restarts} restarts, {state}")
+            time.sleep(1)
+
+    def fill_demo_warehouse(self, start: str, days: int, scale: float) -> str:
+        """The demo warehouse filler (lm_insights.runtime.demo_warehouse) run in the CPU worker's container."""
+        s = self.settings
+        conninfo = (f"host={s['WAREHOUSE_HOST']} port={s['WAREHOUSE_PORT']} dbname={s['WAREHOUSE_DB']} "
+                    f"user={s['WAREHOUSE_USER']} password={s['WAREHOUSE_PASSWORD']}")
+        return self.exec("airflow-worker-cpu", "python", "-m", "lm_insights.runtime.demo_warehouse", "--conninfo",
+                         conninfo, "--start", start, "--days", str(days), "--scale", str(scale))
+
+    def insight_dump(self, pipeline: str, day: str) -> dict[str, list[str]]:
+        """Every insight table of ``pipeline`` (``insights.<pipeline>_*``), the partition of ``day``, as sorted psql
+        lines; timestamps other than the partition bounds (none today) are left out."""
+        tables = self.psql(
+            "select table_name, string_agg(quote_ident(column_name), ',' order by ordinal_position) "
+            "filter (where data_type not like 'timestamp%' or column_name in ('partition_start', 'partition_end')) "
+            "from information_schema.columns where table_schema = 'insights' "
+            f"and table_name like '{pipeline}\_%' group by table_name "
+            "having bool_or(column_name = 'partition_start') order by table_name")
+        return {table: sorted(line for line in self.exec(
+                    "warehouse-db", "psql", "-U", self.settings["WAREHOUSE_USER"], "-d", self.settings["WAREHOUSE_DB"],
+                    "-v", "ON_ERROR_STOP=1", "-At", "-c",
+                    f"select {columns} from insights.{table} where partition_start = '{day}'::date").splitlines())
+                for table, columns in tables}
+
     def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> list[dict]:
         return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/"
                                    "tries")["task_instances"]
