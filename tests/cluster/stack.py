@@ -377,6 +377,18 @@ class ComposeStack(AirflowStack):
                     f"select {columns} from insights.{table} where partition_start = '{day}'::date").splitlines())
                 for table, columns in tables}
 
+    def peak_memory_mb(self) -> dict[str, float | None]:
+        """Peak memory of each service's container since it started (cgroup v1 ``memory.max_usage_in_bytes`` or v2
+        ``memory.peak``); None where the kernel does not expose it."""
+        peaks: dict[str, float | None] = {}
+        for service in [*INFRA_SERVICES, *AIRFLOW_SERVICES]:
+            cgroup = self.podman("inspect", "--format", "{{.State.CgroupPath}}", self.container(service)).stdout.strip()
+            candidates = [Path(f"/sys/fs/cgroup/memory{cgroup}/memory.max_usage_in_bytes"),
+                          Path(f"/sys/fs/cgroup{cgroup}/memory.peak")]
+            found = next((c for c in candidates if cgroup and c.is_file()), None)
+            peaks[service] = int(found.read_text()) / 2**20 if found else None
+        return peaks
+
     def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> list[dict]:
         return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/"
                                    "tries")["task_instances"]

@@ -149,3 +149,6 @@ def test_gpu_worker_killed_mid_shard_the_shard_retries_and_the_tables_equal_the_
     dump = stack.insight_dump(PIPELINE, DAY)
     assert dump == undisturbed_run["dump"]
     assert_no_duplicates(stack, dump)
+    print("[cluster] peak memory per container (MiB):",
+          ", ".join(f"{service} {mb:.0f}" if mb is not None else f"{service} ?"
+                    for service, mb in stack.peak_memory_mb().items()))
