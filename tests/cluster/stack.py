@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lm_insights.runtime.services import AirflowStack, ApiError, ServiceError, free_port
+from lm_insights.runtime.services import AirflowStack, ServiceError, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -425,8 +425,3 @@ def remove_everything(env: dict[str, str], before: dict[str, set[str]]) -> None:
     remaining = {entry.split()[0] for entry in snapshot(env)["image"] - before["image"]}
     if remaining:
         run(["podman", "rmi", "-f", *sorted(remaining)], env, check=False)
-
-
-__all__ = ["ApiError", "ComposeStack", "EngineUnavailable", "Phases", "build_images", "check_engine_runs_containers",
-           "image_size_mb", "leftovers", "make_base_image", "remove_everything", "set_up_engine", "snapshot",
-           "write_env_file"]
