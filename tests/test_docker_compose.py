@@ -257,3 +257,42 @@ def test_init_refuses_placeholder_secrets_before_touching_airflow(tmp_path):
     assert ("placeholder: AIRFLOW__CORE__FERNET_KEY AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY "
             "AIRFLOW_ADMIN_PASSWORD\n") in run.stdout, run.stdout  # WAREHOUSE_PASSWORD is set: not named
     assert "migrating" not in run.stdout
+
+
+CPU_ONLY = ROOT / "docker" / "compose.cpu-only.yml"
+
+
+def test_cpu_only_override_runs_the_gpu_queue_worker_on_the_cpu_image():
+    result = run_compose("-f", str(CPU_ONLY), "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    gpu, cpu = services["airflow-worker-gpu"], services["airflow-worker-cpu"]
+    assert _queues(gpu["command"]) == {"gpu"}, "the queue routing stays as on a GPU cluster"
+    assert not _nvidia_devices(gpu)
+    assert (gpu["image"], gpu["build"]["target"], gpu["environment"]["LM_DEVICE"]) == (cpu["image"], "cpu", "cpu")
+    assert gpu["build"]["args"] == cpu["build"]["args"]
+
+
+def test_images_and_the_base_image_come_from_env(tmp_path):
+    env_file = tmp_path / "env"
+    images = {"POSTGRES_IMAGE": "registry.example/pg:17", "REDIS_IMAGE": "registry.example/redis:7",
+              "WAREHOUSE_IMAGE": "registry.example/pgvector:17", "LM_BASE_IMAGE": "registry.example/python:3.11"}
+    text = ENV_EXAMPLE.read_text()
+    for name, value in images.items():
+        text, n = re.subn(rf"(?m)^{name}=.*$", f"{name}={value}", text)
+        assert n == 1, f"{name} is not in .env.example"
+    env_file.write_text(text)
+    result = run_compose("config", "--format", "json", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["postgres"]["image"] == images["POSTGRES_IMAGE"]
+    assert services["redis"]["image"] == images["REDIS_IMAGE"]
+    assert services["warehouse-db"]["image"] == images["WAREHOUSE_IMAGE"]
+    for name in ("airflow-worker-cpu", "airflow-worker-gpu"):
+        assert services[name]["build"]["args"]["BASE_IMAGE"] == images["LM_BASE_IMAGE"], name
+
+
+def test_healthchecks_avoid_options_podman_4_lacks(config):
+    """podman-compose turns `start_interval` into `--health-startup-interval`, which Podman 4.3 refuses."""
+    for name, service in config["services"].items():
+        assert "start_interval" not in service.get("healthcheck", {}), name
