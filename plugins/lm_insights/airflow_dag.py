@@ -251,10 +251,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 key = cache_key(spec, plan["model"], plan["heads"])
                 result = build_insights(spec, conninfo_for(sink), _partition(plan), key, validated["rejected"],
                                         plan["heads"])
-                inferred = get_current_context()["ti"].xcom_pull(task_ids="infer")  # all map indexes
-                inferred = [inferred] if isinstance(inferred, dict) else [s for s in inferred or [] if s]
-                words = explain_partition(spec, conninfo_for(sink), _partition(plan), key,
-                                          sum(s["seconds"] for s in inferred), plan["model"])
+                words = explain_partition(spec, conninfo_for(sink), _partition(plan), key, plan["model"])
             return {"rows": result["rows"], "quality": result["quality"], "seconds": time.monotonic() - started,
                     "timings": result["timings"] | {"explain_words": words["seconds"]} | words["timings"]}
 

@@ -64,8 +64,7 @@ def run_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: str, 
         built = timed("insights", lambda: build_insights(spec, sink_conninfo, partition, key, record.rejected, heads))
         record.quality = built["quality"]
         record.timings |= built["timings"]  # explain_* parts of the insights step
-        words = timed("explain_words", lambda: explain_partition(spec, sink_conninfo, partition, key,
-                                                                 record.timings["infer"], model, engine))
+        words = timed("explain_words", lambda: explain_partition(spec, sink_conninfo, partition, key, model, engine))
         record.timings |= words["timings"]  # rows explained and skipped for the budget
         verdict = timed("guard", lambda: guard_partition(spec, sink_conninfo, partition, key, heads))
         record.loaded = timed("load", lambda: load_guarded(spec, sink_conninfo, partition, run_id, verdict))["rows"]

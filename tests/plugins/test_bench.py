@@ -22,8 +22,9 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert set(cold["timings_s"]) == {"extract", "validate", "textualize", "infer", "insights", "guard", "load",
                                       "explain_rules", "explain_clusters", "explain_words"}
     assert all(share > 0 for share in cold["explain_shares"].values())
-    words = cold["words_budget"]  # the budget is max_infer_share of the infer time; rows explained or skipped
-    assert words["explain_words_budget_s"] == round(0.1 * cold["timings_s"]["infer"], 3)
+    words = cold["words_budget"]  # the budget: max_infer_share of the texts a cold infer encodes
+    assert words["explain_words_budget_texts"] == int(0.25 * cold["computed"])
+    assert words["explain_words_encoded"] <= words["explain_words_budget_texts"]
     assert words["explain_words_explained"] + words["explain_words_skipped_for_budget"] == 4  # 2 + 2 sampled
     assert cold["explain_shares"]["explain_rules"] + cold["explain_shares"]["explain_clusters"] \
         < cold["shares"]["insights"]

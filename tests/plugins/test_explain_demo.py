@@ -88,28 +88,32 @@ def test_demo_rules_clusters_and_explanations(warehouse_conninfo, monkeypatch):
     zero_budget = with_words_budget(SHIPPED, 0.0)
     rerun = run_partition(zero_budget, warehouse_conninfo, warehouse_conninfo, DAY)
     assert (rerun.timings["explain_words_explained"], rerun.timings["explain_words_skipped_for_budget"],
-            rerun.timings["explain_words_budget_s"]) == (len(explained), 0, 0), "cached explanations cost nothing"
+            rerun.timings["explain_words_budget_texts"], rerun.timings["explain_words_encoded"]) == (
+        len(explained), 0, 0, 0), "cached explanations cost nothing"
     monkeypatch.undo()
 
-    # A budget of 2.5 s on a clock that advances 1 s per explained row: the two uncertain rows come first and fit,
-    # the third would not (2 s spent + 1 s per row > 2.5 s), so the random rows are skipped for the budget.
-    clock, real_explain_words, real_budget = [0.0], words_module.explain_words, words_module.WordsBudget
-
-    def explain_words_one_second_each(*args, **kwargs):
-        clock[0] += 1.0
-        return real_explain_words(*args, **kwargs)
-
-    monkeypatch.setattr(words_module, "explain_words", explain_words_one_second_each)
-    monkeypatch.setattr(words_module, "WordsBudget", lambda seconds, _: real_budget(2.5, lambda: clock[0]))
-    capped = run_partition(SHIPPED, warehouse_conninfo, warehouse_conninfo, NEXT_DAY)
-    assert (capped.timings["explain_words_explained"], capped.timings["explain_words_skipped_for_budget"]) == (2, 2)
+    # A budget of two and a half rows' encodes (n_samples each): the two uncertain rows come first and fit, a third
+    # would not, so the random rows are skipped. The budget is a share of the texts a cold infer of the partition
+    # encodes (its texts and their occluded variants), the same on a warm rerun whose infer encodes nothing.
+    per_row = SHIPPED.explain.words.n_samples
+    whole = run_partition(with_words_budget(SHIPPED, 1.0), warehouse_conninfo, warehouse_conninfo, NEXT_DAY)
+    n_texts = whole.timings["explain_words_budget_texts"]  # share 1: the partition's texts, some cached already
+    assert whole.computed <= n_texts and whole.timings["explain_words_encoded"] == 4 * per_row <= n_texts
+    with psycopg.connect(warehouse_conninfo) as conn:
+        conn.execute("delete from insights.explanation_cache")
+    share = 2.5 * per_row / n_texts
+    capped = run_partition(with_words_budget(SHIPPED, share), warehouse_conninfo, warehouse_conninfo, NEXT_DAY)
+    assert capped.computed == 0, "served from the result cache"
     with psycopg.connect(warehouse_conninfo) as conn:
         samples = [r[0] for r in conn.execute("select sample from insights.product_sales_explanations "
                                               "where partition_start = %s", (NEXT_DAY.start,)).fetchall()]
         recorded = conn.execute("select timings from insights.runs where run_id = %s", (capped.run_id,)).fetchone()[0]
-    assert samples == ["uncertain", "uncertain"] and clock[0] == 2.0
+    assert {k: capped.timings[k] for k in ("explain_words_explained", "explain_words_skipped_for_budget",
+                                           "explain_words_budget_texts", "explain_words_encoded")} == {
+        "explain_words_explained": 2, "explain_words_skipped_for_budget": 2,
+        "explain_words_budget_texts": int(share * n_texts), "explain_words_encoded": 2 * per_row}
+    assert samples == ["uncertain", "uncertain"]
     assert recorded["explain_words_skipped_for_budget"] == 2 and recorded["explain_words_explained"] == 2
-    monkeypatch.undo()
 
     # rules over a window of two days: fitted, and their fidelity measured, on both days' 160 rows
     rules = SPEC.explain.rules.model_copy(update={"window_days": 2})
@@ -131,15 +135,19 @@ def test_demo_rules_clusters_and_explanations(warehouse_conninfo, monkeypatch):
     assert "on 160 rows of 2 partitions (2026-11-01 to 2026-11-02)" in summary
 
 
-def test_words_budget_stops_before_a_row_that_would_not_fit():
-    ticks = iter([0.0, 0.0, 1.0, 2.4])
-    budget = words_module.WordsBudget(3.0, lambda: next(ticks))  # created at 0.0
-    assert budget.allows_another()  # nothing spent yet
-    budget.computed = 1
-    assert budget.allows_another()  # 1 s spent, 1 s per row: 2 s <= 3 s
-    budget.computed = 2
-    assert not budget.allows_another()  # 2.4 s spent, 1.2 s per row: 3.6 s > 3 s
-    assert not words_module.WordsBudget(0.0, lambda: 0.0).allows_another()
+def test_words_budget_counts_encoded_texts_and_stops_before_a_row_that_would_not_fit():
+    budget = words_module.WordsBudget(80)
+    assert budget.allows(32)
+    budget.spend(32)
+    assert budget.allows(32)  # 64 <= 80
+    budget.spend(32)
+    assert not budget.allows(32) and budget.allows(16)  # 96 > 80 >= 80
+    assert (budget.encoded, budget.computed) == (64, 2)
+    assert not words_module.WordsBudget(0).allows(1)
+    kernel_shap = SHIPPED.explain.words
+    ablation = kernel_shap.model_copy(update={"method": "ablation"})
+    assert words_module.explanation_cost("a b c", kernel_shap) == kernel_shap.n_samples
+    assert words_module.explanation_cost("a b c", ablation) == 4  # each word left out, and the text itself
 
 
 def test_uncertain_rows_of_every_label_set_come_before_the_random_ones():

@@ -21,5 +21,5 @@ def test_bad_explain_settings_name_file_and_field(tmp_path, explain, field, deta
 
 def test_shipped_specs_cap_words_and_fit_rules_per_partition():
     for spec in load_specs():
-        assert spec.explain.words.max_infer_share == 0.1
+        assert spec.explain.words.max_infer_share == 0.25
         assert spec.explain.rules.window_days is None

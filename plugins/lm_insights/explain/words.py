@@ -2,8 +2,9 @@
 
 For each label set, the sample is the rows with the smallest margin (the most uncertain) plus a seeded random
 sample (sizes in the spec's ``explain.words``), explained in that order (every label set's uncertain rows, then the
-random ones) until ``max_infer_share`` of the run's infer time is spent; the rows left are counted as skipped for
-the budget in the run's timings. Each row's text is split into words; captum's KernelShap (or Lime,
+random ones) while their encodes fit in ``max_infer_share`` of the partition's distinct texts (what a cold infer of
+the partition encodes); the rows left are counted as skipped for the budget in the run's timings. The budget is
+counted in texts encoded, not seconds, so the same partition always gets the same explanations. Each row's text is split into words; captum's KernelShap (or Lime,
 or FeatureAblation: leave one word out) perturbs which words are kept and explains the row's best label's margin:
 cosine to that label's prototype minus the cosine to the nearest other label's. Per row the top words are stored
 with signed weights (positive: the word pushes towards the label). Results are cached by text hash, model,
@@ -16,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from psycopg import sql
 
@@ -123,21 +124,24 @@ def create_explanations_table(spec: PipelineSpec, conn, partition: Partition) ->
 
 @dataclass
 class WordsBudget:
-    """The cap on what word explanations may cost in one run: ``seconds`` of (injectable) ``clock`` time."""
-    seconds: float
-    clock: Callable[[], float] = time.monotonic
-    started: float = field(init=False)
-    computed: int = 0
+    """The cap on what word explanations may cost in one run, in texts encoded (``texts``)."""
+    texts: int
+    encoded: int = 0  # spent so far
+    computed: int = 0  # rows explained now (not from the cache)
 
-    def __post_init__(self) -> None:
-        self.started = self.clock()
+    def allows(self, cost: int) -> bool:
+        """True when a row that encodes ``cost`` texts still fits."""
+        return self.encoded + cost <= self.texts
 
-    def allows_another(self) -> bool:
-        """True while one more row, at the mean cost of the rows computed so far, still fits."""
-        spent = self.clock() - self.started
-        if spent >= self.seconds:
-            return False
-        return spent + (spent / self.computed if self.computed else 0.0) <= self.seconds
+    def spend(self, cost: int) -> None:
+        self.encoded += cost
+        self.computed += 1
+
+
+def explanation_cost(text: str, settings: Words) -> int:
+    """Texts one row's explanation encodes: ``n_samples`` perturbations (kernel_shap, lime), or the text with each
+    word left out and the text itself (ablation)."""
+    return len(text.split()) + 1 if settings.method == "ablation" else settings.n_samples
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,8 @@ class WordsOutcome:
     explained: int  # rows with stored words (computed now or from the cache)
     computed: int  # of which computed now
     skipped_for_budget: int  # sampled rows left unexplained because the budget was spent
-    budget_seconds: float
+    budget_texts: int  # texts the explanations could encode
+    encoded: int  # texts they encoded
 
 
 def priority_order(samples: dict[str, list[tuple]]) -> list[tuple[str, tuple]]:
@@ -164,7 +169,7 @@ def build_explanations(spec: PipelineSpec, conn, partition: Partition, key: Cach
     settings = spec.explain.words
     target = create_explanations_table(spec, conn, partition)
     if not settings.enabled or not spec.lm.label_sets:
-        return WordsOutcome(0, 0, 0, budget.seconds)
+        return WordsOutcome(0, 0, 0, budget.texts, 0)
     cache = db.qualified(spec.sink.schema_, "explanation_cache")
     method = method_version(settings)
     samples = {name: sample_rows(spec, conn, partition, name, key, settings) for name in spec.lm.label_sets}
@@ -178,7 +183,7 @@ def build_explanations(spec: PipelineSpec, conn, partition: Partition, key: Cach
             (key.model_key, version, method, text_hash, best)).fetchone()
         if cached:
             words = cached[0]
-        elif not budget.allows_another():
+        elif not budget.allows(explanation_cost(text, settings)):
             skipped += 1
             continue
         else:
@@ -192,23 +197,23 @@ def build_explanations(spec: PipelineSpec, conn, partition: Partition, key: Cach
             conn.execute(sql.SQL("insert into {} (model_key, label_set_version, method, text_sha256, label, words) "
                                  "values (%s, %s, %s, %s, %s, %s) on conflict do nothing").format(cache),
                          (key.model_key, version, method, text_hash, best, json.dumps(words)))
-            budget.computed += 1
+            budget.spend(explanation_cost(text, settings))
         top = max(words, key=lambda w: w["weight"])["word"] if words else None
         rows_out.append((partition.start, number, row_key, name, best, sample, top, json.dumps(words),
                          settings.method))
     db.copy_rows(conn, target, EXPLANATION_COLUMNS, rows_out)
-    log.info("%s %s: %d word-level explanations (%d computed, %d cached), %d rows skipped for the budget of %.2f s",
-             spec.name, partition, len(rows_out), budget.computed, len(rows_out) - budget.computed, skipped,
-             budget.seconds)
-    return WordsOutcome(len(rows_out), budget.computed, skipped, budget.seconds)
+    log.info("%s %s: %d word-level explanations (%d computed, %d cached), %d rows skipped for the budget of %d "
+             "encoded texts (%d used)", spec.name, partition, len(rows_out), budget.computed,
+             len(rows_out) - budget.computed, skipped, budget.texts, budget.encoded)
+    return WordsOutcome(len(rows_out), budget.computed, skipped, budget.texts, budget.encoded)
 
 
-def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey, infer_seconds: float,
-                      model: str | None = None, engine=None, clock: Callable[[], float] = time.monotonic
-                      ) -> dict[str, object]:
-    """Build staging ``explanations`` for one partition within ``explain.words.max_infer_share`` of the run's
-    ``infer_seconds``; the model is loaded only when an explanation is missing from the cache (``engine``
+def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
+                      model: str | None = None, engine=None) -> dict[str, object]:
+    """Build staging ``explanations`` for one partition, encoding at most ``explain.words.max_infer_share`` of the
+    partition's distinct texts; the model is loaded only when an explanation is missing from the cache (``engine``
     replaces it, as in ``infer_shard``). Returns the seconds and the run-timings entries (counts and budget)."""
+    from lm_insights.steps.infer import count_distinct_texts
 
     def load():
         if engine is not None:
@@ -221,7 +226,7 @@ def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, k
     from threadpoolctl import threadpool_limits
 
     started = time.monotonic()
-    budget = WordsBudget(spec.explain.words.max_infer_share * max(infer_seconds, 0.0), clock)
+    budget = WordsBudget(int(spec.explain.words.max_infer_share * count_distinct_texts(spec, conninfo, partition)))
     # Measured on 2 busy cores: KernelShap of one row (32 short texts in one batch) took 6.3 s with every OpenMP
     # thread and 0.2 s with one; the batches here are too small to gain from threads.
     with db.connect(conninfo) as conn, threadpool_limits(1, user_api="openmp"):
@@ -230,4 +235,5 @@ def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, k
     return {"seconds": round(time.monotonic() - started, 3), "computed": outcome.computed,
             "timings": {"explain_words_explained": outcome.explained,
                         "explain_words_skipped_for_budget": outcome.skipped_for_budget,
-                        "explain_words_budget_s": round(outcome.budget_seconds, 3)}}
+                        "explain_words_budget_texts": outcome.budget_texts,
+                        "explain_words_encoded": outcome.encoded}}
