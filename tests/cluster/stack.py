@@ -364,10 +364,12 @@ class ComposeStack(AirflowStack):
 
     def insight_dump(self, pipeline: str, day: str) -> dict[str, list[str]]:
         """Every insight table of ``pipeline`` (``insights.<pipeline>_*``), the partition of ``day``, as sorted psql
-        lines; timestamps other than the partition bounds (none today) are left out."""
+        lines; left out: timestamps other than the partition bounds (none today) and ``run_id`` (which run wrote
+        the row: the guard's checks in ``<pipeline>_quality`` name it)."""
         tables = self.psql(
             "select table_name, string_agg(quote_ident(column_name), ',' order by ordinal_position) "
-            "filter (where data_type not like 'timestamp%' or column_name in ('partition_start', 'partition_end')) "
+            "filter (where (data_type not like 'timestamp%' or column_name in ('partition_start', 'partition_end')) "
+            "and column_name <> 'run_id') "
             "from information_schema.columns where table_schema = 'insights' "
             f"and table_name like '{pipeline}\_%' group by table_name "
             "having bool_or(column_name = 'partition_start') order by table_name")
