@@ -19,10 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Columns the platform adds next to the source columns in the staging tables and <pipeline>_rows.
-RESERVED_COLUMNS = ("_row_number", "text", "n_tokens", "truncated", "partition_start", "partition_end",
-                    "quality_flags", "ambiguous", "ood_score", "ood")  # the last four: per-row flags (guard/flags.py)
-# ... and per label set <set>_<suffix>, e.g. sentiment_label.
+RESERVED_COLUMNS = ("_row_number", "text", "text_sha256", "n_tokens", "truncated", "partition_start", "partition_end",
+                    "cluster", "cluster_name",  # discovery (explain/clusters.py)
+                    "quality_flags", "ambiguous", "ood_score", "ood")  # per-row flags (guard/flags.py)
+# ... and per label set <set>_<suffix>, e.g. sentiment_label,
 LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "entropy", "top_field", "top_effect")
+# ... and per learned head <head>_<suffix> (learn/heads.py), e.g. learned_sentiment_probability.
+HEAD_COLUMN_SUFFIXES = {"classification": ("label", "probability", "margin", "entropy"),
+                        "regression": ("prediction", "prediction_low", "prediction_high")}
 RESERVED_LABELS = ("uncertain", "unknown")  # written by the platform: below min_margin / NULL segment value
 DEFAULT_PIPELINES_DIR = Path(__file__).resolve().parents[2] / "dags" / "pipelines"
 
@@ -475,6 +479,8 @@ class PipelineSpec(_Strict):
         reserved = {c: "a column the platform adds" for c in RESERVED_COLUMNS}
         for name in self.lm.label_sets:
             reserved |= {f"{name}_{suffix}": f"a column of label set {name!r}" for suffix in LABEL_SET_COLUMN_SUFFIXES}
+        for name, head in self.lm.heads.items():
+            reserved |= {f"{name}_{suffix}": f"a column of head {name!r}" for suffix in HEAD_COLUMN_SUFFIXES[head.task]}
         for i, column in enumerate(self.source.columns):
             if column in reserved:
                 raise ValueError(f"source.columns[{i}]: {column!r} is reserved ({reserved[column]}); alias it in a "

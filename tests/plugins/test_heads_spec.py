@@ -56,6 +56,9 @@ def _head(raw: dict) -> dict:
     (lambda raw: _rename_head(raw, "Bad-Name"),
      "'Bad-Name' is not a lowercase identifier"),
     (lambda raw: raw["insights"]["segments"].append({"by_label": "churn"}), "'churn' is not in lm.label_sets or a"),
+    (lambda raw: raw["source"]["columns"].append(f"{HEAD}_probability"),
+     f"'{HEAD}_probability' is reserved (a column of head '{HEAD}')"),
+    (lambda raw: raw["source"]["columns"].append("cluster_name"), "'cluster_name' is reserved (a column the platform"),
 ])
 def test_invalid_heads_name_the_file_and_field(tmp_path, change, expected):
     assert expected in _load_changed(tmp_path, change)

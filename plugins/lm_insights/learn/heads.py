@@ -15,14 +15,14 @@ import numpy as np
 from psycopg import sql
 
 from lm_insights.guard.flags import normalized_entropy
-from lm_insights.spec import Head, PipelineSpec
+from lm_insights.spec import HEAD_COLUMN_SUFFIXES, Head, PipelineSpec
 from lm_insights.steps.textualize import format_value
 
 UNCERTAIN = "uncertain"
-CLASSIFICATION_OUTPUTS = (("label", "text"), ("probability", "double precision"), ("margin", "double precision"),
-                          ("entropy", "double precision"))
-REGRESSION_OUTPUTS = (("prediction", "double precision"), ("prediction_low", "double precision"),
-                      ("prediction_high", "double precision"))
+# (column suffix, type) of each output, in HEAD_COLUMN_SUFFIXES's order (the spec reserves those names)
+CLASSIFICATION_OUTPUTS = tuple(zip(HEAD_COLUMN_SUFFIXES["classification"],
+                                   ("text", "double precision", "double precision", "double precision"), strict=True))
+REGRESSION_OUTPUTS = tuple((suffix, "double precision") for suffix in HEAD_COLUMN_SUFFIXES["regression"])
 
 
 def outputs(head: Head) -> tuple[tuple[str, str], ...]:
