@@ -46,6 +46,13 @@ def exists(conn, table: str) -> bool:
     return conn.execute("select to_regclass(%s) is not null", (table,)).fetchone()[0]
 
 
+def unpublish_the_day(conninfo: str) -> None:
+    """Each test starts with DAY not published (the other test of this module may have published it)."""
+    with psycopg.connect(conninfo) as conn:
+        if exists(conn, "insights.product_sales_rows"):
+            conn.execute("delete from insights.product_sales_rows where sale_date = %s", (DAY,))
+
+
 def day_rows(conninfo: str, table: str) -> list[tuple]:
     with psycopg.connect(conninfo) as conn:
         if not exists(conn, f"insights.{table}"):
@@ -57,6 +64,7 @@ def day_rows(conninfo: str, table: str) -> list[tuple]:
 def test_a_dag_run_holds_a_quarantined_partition_and_the_release_param_publishes_it(warehouse, monkeypatch):
     # The verdict of a tripped quarantine gate (the gates themselves: tests/plugins/test_guard.py); dag.test runs
     # the tasks in this process, so the load task sees it.
+    unpublish_the_day(warehouse)
     monkeypatch.setattr(gates, "guard_partition", lambda *args: Verdict("quarantine", []))
     held_run = run_dag("product_sales", DAY)
     assert held_run.state == "success"
@@ -89,9 +97,7 @@ def test_the_release_command_publishes_a_held_partition_and_says_when_nothing_is
     from lm_insights.pipeline import run_partition
 
     spec = {s.name: s for s in load_specs()}["product_sales"]
-    with psycopg.connect(warehouse) as conn:  # the day is not published yet (an earlier test may have published it)
-        if exists(conn, "insights.product_sales_rows"):
-            conn.execute("delete from insights.product_sales_rows where sale_date = %s", (DAY,))
+    unpublish_the_day(warehouse)
     monkeypatch.setattr(pipeline, "guard_partition", lambda *args: Verdict("quarantine", []))
     record = run_partition(spec, warehouse, warehouse, Partition.day(DAY), run_id="held_for_the_cli")
     monkeypatch.undo()
