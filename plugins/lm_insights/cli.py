@@ -31,14 +31,29 @@ DEMO_WAREHOUSE_DAYS = 7
 
 
 def run_dag(dag_id: str, day: dt.date, conf: dict | None = None):
-    """One real DAG run (``dag.test``) whose data interval is ``[day, day + 1)``; return the DagRun."""
+    """One real DAG run (``dag.test``) whose data interval is ``[day, day + 1)``; return the DagRun.
+
+    A deadlock in Airflow's metadata database (``dag.test``'s loop and the in-process task API both update
+    ``dag_run``; PostgreSQL aborts one of them) is transient: the run is started once more, which replaces it
+    (same run id; the partition's load is idempotent)."""
+    from airflow import settings
     from airflow.dag_processing.dagbag import DagBag
+    from psycopg2.errors import DeadlockDetected
+    from sqlalchemy.exc import DBAPIError
 
     bag = DagBag(dag_folder=str(local_env.PROJECT_DIR / "dags"))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     logical_date = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), dt.timezone.utc)
-    return bag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf or {})
+    for attempt in (1, 2):
+        try:
+            return bag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf or {})
+        except DBAPIError as exc:
+            if attempt == 2 or not isinstance(exc.orig, DeadlockDetected):
+                raise
+            settings.Session.remove()  # the aborted transaction's session: the next run gets a fresh one
+            say(f"{dag_id}: deadlock in the Airflow metadata database ({str(exc.orig).splitlines()[0]}); "
+                "running it once more")
 
 
 def demo(days: int, sales_per_day: int, reviews_per_day: int, heads: bool = True) -> None:
