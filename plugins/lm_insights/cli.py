@@ -34,8 +34,9 @@ def run_dag(dag_id: str, day: dt.date, conf: dict | None = None):
     """One real DAG run (``dag.test``) whose data interval is ``[day, day + 1)``; return the DagRun.
 
     A deadlock in Airflow's metadata database (``dag.test``'s loop and the in-process task API both update
-    ``dag_run``; PostgreSQL aborts one of them) is transient: the run is started once more, which replaces it
-    (same run id; the partition's load is idempotent)."""
+    ``dag_run``; PostgreSQL aborts one of them) is transient: the aborted attempt's staging tables are dropped (its
+    ``record_run`` never ran) and the DAG runs once more under a new run id, which ``dag.test`` puts in place of the
+    aborted run (the partition's load is idempotent)."""
     from airflow import settings
     from airflow.dag_processing.dagbag import DagBag
     from psycopg2.errors import DeadlockDetected
@@ -54,6 +55,35 @@ def run_dag(dag_id: str, day: dt.date, conf: dict | None = None):
             settings.Session.remove()  # the aborted transaction's session: the next run gets a fresh one
             say(f"{dag_id}: deadlock in the Airflow metadata database ({str(exc.orig).splitlines()[0]}); "
                 "running it once more")
+            drop_staging_of_aborted_runs(dag_id, logical_date, conf or {})
+
+
+def drop_staging_of_aborted_runs(dag_id: str, logical_date: dt.datetime, conf: dict) -> list[str]:
+    """Drop the staging tables of the unfinished runs of pipeline ``dag_id`` at ``logical_date``; return their run
+    ids. Only for ``run_dag``, whose attempts run one at a time."""
+    import dataclasses
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import select
+
+    from lm_insights.airflow_dag import conninfo_for, resolve_partition
+    from lm_insights.spec import load_specs
+    from lm_insights.steps.load import drop_staging
+
+    specs = {s.name: s for s in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")}
+    if dag_id not in specs:  # a train or maintenance DAG stages nothing
+        return []
+    spec = specs[dag_id]
+    with create_session() as session:
+        runs = session.scalars(select(DagRun).where(
+            DagRun.dag_id == dag_id, DagRun.logical_date == logical_date,
+            DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING]))).all()
+        for run in runs:
+            partition = resolve_partition(conf, run.data_interval_start, run.data_interval_end)
+            drop_staging(spec, conninfo_for(spec.sink.conn_id), dataclasses.replace(partition, run_id=run.run_id))
+        return [run.run_id for run in runs]
 
 
 def demo(days: int, sales_per_day: int, reviews_per_day: int, heads: bool = True) -> None:
