@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 
 from lm_insights.explain import words as words_module
+from lm_insights.explain.html_report import render_html
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
@@ -114,6 +115,10 @@ def test_demo_rules_clusters_and_explanations(warehouse_conninfo, monkeypatch):
         "explain_words_budget_texts": int(share * n_texts), "explain_words_encoded": 2 * per_row}
     assert samples == ["uncertain", "uncertain"]
     assert recorded["explain_words_skipped_for_budget"] == 2 and recorded["explain_words_explained"] == 2
+    with psycopg.connect(warehouse_conninfo) as conn:  # the report says what the budget left out
+        page = render_html(conn, "insights", {"product_sales": NEXT_DAY.start})
+    assert ('<p class="budget">2 sampled rows explained, 2 skipped: the word-explanation budget '
+            "(explain.words.max_infer_share) was spent.</p>") in page
 
     # rules over a window of two days: fitted, and their fidelity measured, on both days' 160 rows
     rules = SPEC.explain.rules.model_copy(update={"window_days": 2})

@@ -262,10 +262,12 @@ def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
             "select timings ->> 'explain_words_explained', timings ->> 'explain_words_skipped_for_budget' from {} "
             "where pipeline = %s and partition_start = %s and timings ? 'explain_words_explained' "
             "order by recorded_at desc limit 1").format(db.qualified(schema, "runs")), (name, partition)).fetchone()
-        counted = f'<p class="budget">{budget[0]} sampled rows explained' if budget else ""
-        if budget and budget[1] != "0":
-            counted += f", {budget[1]} skipped: the word-explanation budget (explain.words.max_infer_share) was spent"
-        counted += ".</p>" if budget else ""
+        counted = ""
+        if budget:
+            explained, skipped = budget
+            spent = (f", {skipped} skipped: the word-explanation budget (explain.words.max_infer_share) was spent"
+                     if skipped != "0" else "")
+            counted = f'<p class="budget">{explained} sampled rows explained{spent}.</p>'
         parts.append(f"<h3>Explained rows</h3>{counted}" + (
             "<table><thead><tr><th>row</th><th>label</th><th>sample</th>"
             f"<th>text</th></tr></thead><tbody>{rows}</tbody></table>" if rows else

@@ -85,12 +85,12 @@ def store_report(conninfo: str, triggered_by: list[str], schema: str = DEFAULT_S
         report_id = conn.execute(sql.SQL("insert into {} (triggered_by, report, html, dag_id, run_id) "
                                          "values (%s, %s, %s, %s, %s) returning id").format(reports),
                                  (triggered_by, text, page, dag_id, run_id)).fetchone()[0]
-        stored_runs = []
+        stored_runs, published = [], pipelines(conn, schema) if source_runs else []
         for pipeline, source_run in source_runs:
             run = conn.execute(sql.SQL("select partition_start from {} where pipeline = %s and run_id = %s "
                                        "and status = any(%s)").format(db.qualified(schema, "runs")),
                                (pipeline, source_run, list(LOADED_STATUSES))).fetchone()
-            if run is None or pipeline not in pipelines(conn, schema):
+            if run is None or pipeline not in published:
                 continue
             run_page = render_html(conn, schema, {pipeline: run[0]}, run_about(pipeline, source_run, run[0]))
             conn.execute(sql.SQL("insert into {} (triggered_by, report, html, dag_id, run_id, pipeline, "

@@ -4,11 +4,13 @@ For each label set, the sample is the rows with the smallest margin (the most un
 sample (sizes in the spec's ``explain.words``), explained in that order (every label set's uncertain rows, then the
 random ones) while their encodes fit in ``max_infer_share`` of the partition's distinct texts (what a cold infer of
 the partition encodes); the rows left are counted as skipped for the budget in the run's timings. The budget is
-counted in texts encoded, not seconds, so the same partition always gets the same explanations. Each row's text is split into words; captum's KernelShap (or Lime,
-or FeatureAblation: leave one word out) perturbs which words are kept and explains the row's best label's margin:
-cosine to that label's prototype minus the cosine to the nearest other label's. Per row the top words are stored
-with signed weights (positive: the word pushes towards the label). Results are cached by text hash, model,
-label-set version and method, so a rerun of the same rows encodes nothing.
+counted in texts encoded, not seconds, so the same partition always gets the same explanations.
+
+Each row's text is split into words; captum's KernelShap (or Lime, or FeatureAblation: leave one word out)
+perturbs which words are kept and explains the row's best label's margin: cosine to that label's prototype minus
+the cosine to the nearest other label's. Per row the top words are stored with signed weights (positive: the word
+pushes towards the label). Results are cached by text hash, model, label-set version and method, so a rerun of
+the same rows encodes nothing.
 """
 
 from __future__ import annotations
@@ -147,10 +149,14 @@ def explanation_cost(text: str, settings: Words) -> int:
 @dataclass(frozen=True)
 class WordsOutcome:
     explained: int  # rows with stored words (computed now or from the cache)
-    computed: int  # of which computed now
     skipped_for_budget: int  # sampled rows left unexplained because the budget was spent
-    budget_texts: int  # texts the explanations could encode
-    encoded: int  # texts they encoded
+    budget: WordsBudget  # what was allowed, encoded and computed now
+
+    def timings(self) -> dict[str, int]:
+        """The run-timings entries (counts, not seconds) that ``runs``, the report and the bench read."""
+        return {"explain_words_explained": self.explained,
+                "explain_words_skipped_for_budget": self.skipped_for_budget,
+                "explain_words_budget_texts": self.budget.texts, "explain_words_encoded": self.budget.encoded}
 
 
 def priority_order(samples: dict[str, list[tuple]]) -> list[tuple[str, tuple]]:
@@ -169,7 +175,7 @@ def build_explanations(spec: PipelineSpec, conn, partition: Partition, key: Cach
     settings = spec.explain.words
     target = create_explanations_table(spec, conn, partition)
     if not settings.enabled or not spec.lm.label_sets:
-        return WordsOutcome(0, 0, 0, budget.texts, 0)
+        return WordsOutcome(0, 0, budget)
     cache = db.qualified(spec.sink.schema_, "explanation_cache")
     method = method_version(settings)
     samples = {name: sample_rows(spec, conn, partition, name, key, settings) for name in spec.lm.label_sets}
@@ -205,7 +211,7 @@ def build_explanations(spec: PipelineSpec, conn, partition: Partition, key: Cach
     log.info("%s %s: %d word-level explanations (%d computed, %d cached), %d rows skipped for the budget of %d "
              "encoded texts (%d used)", spec.name, partition, len(rows_out), budget.computed,
              len(rows_out) - budget.computed, skipped, budget.texts, budget.encoded)
-    return WordsOutcome(len(rows_out), budget.computed, skipped, budget.texts, budget.encoded)
+    return WordsOutcome(len(rows_out), skipped, budget)
 
 
 def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
@@ -232,8 +238,5 @@ def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, k
     with db.connect(conninfo) as conn, threadpool_limits(1, user_api="openmp"):
         db.ensure_insight_schema(conn, spec.sink.schema_)
         outcome = build_explanations(spec, conn, partition, key, load, budget)
-    return {"seconds": round(time.monotonic() - started, 3), "computed": outcome.computed,
-            "timings": {"explain_words_explained": outcome.explained,
-                        "explain_words_skipped_for_budget": outcome.skipped_for_budget,
-                        "explain_words_budget_texts": outcome.budget_texts,
-                        "explain_words_encoded": outcome.encoded}}
+    return {"seconds": round(time.monotonic() - started, 3), "computed": outcome.budget.computed,
+            "timings": outcome.timings()}
