@@ -16,7 +16,7 @@ from airflow.sdk import DAG, Asset, BaseHook, Param, TriggerRule, get_current_co
 from airflow.sdk import CronDataIntervalTimetable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 from lm_insights.spec import PipelineSpec
 
 MAX_SHARDS = 64
@@ -242,7 +242,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         @task
         def insights(plan: dict, validated: dict) -> dict:
             from lm_insights.steps.insights import build_insights
-            from lm_insights.steps.infer import cache_key
+            from lm_insights.core.cache import cache_key
 
             from lm_insights.explain.words import explain_partition
 
@@ -258,7 +258,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         @task
         def load(plan: dict) -> dict:
             from lm_insights.guard.gates import guard_partition, load_guarded
-            from lm_insights.steps.infer import cache_key
+            from lm_insights.core.cache import cache_key
 
             started = time.monotonic()
             with failing_fast(spec):  # a drift gate with action fail raises GuardFailed: no retry
@@ -273,7 +273,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[insight_asset(spec)])
         def record_run() -> dict:
             from lm_insights.steps.load import RunRecord, drop_staging, record_run as write_run
-            from lm_insights.steps.infer import cache_key
+            from lm_insights.core.cache import cache_key
 
             ti = get_current_context()["ti"]
             plan, extracted, validated, texts, built, loaded = (ti.xcom_pull(task_ids=t) for t in (

@@ -197,7 +197,7 @@ def copy_day_with_changes(conninfo: str, source: dt.date, target: dt.date) -> in
 
 def run_day(bench: Bench, day: dt.date, engine) -> dict[str, Any]:
     """One ``run_partition`` of ``day``; its counts, step timings and wall time."""
-    from lm_insights.steps.partition import Partition
+    from lm_insights.core.partition import Partition
     from lm_insights.pipeline import run_partition
 
     started = time.monotonic()
@@ -350,7 +350,7 @@ def bench_load(bench: Bench, n_rows: int) -> None:
 
 def child_main(step: str, conninfo: str, day: str) -> int:
     """Run one step in this (fresh) process and print its peak RSS as one JSON line on stdout."""
-    from lm_insights.steps.partition import Partition
+    from lm_insights.core.partition import Partition
 
     spec, partition = load_spec(SPEC_PATH), Partition.day(day)
     if step == "extract":
@@ -405,9 +405,9 @@ def run_child(step: str, conninfo: str, day: dt.date) -> dict[str, Any]:
 
 
 def bench_memory(bench: Bench, sizes: list[int]) -> None:
-    from lm_insights.steps.infer import cache_table
+    from lm_insights.core.cache import cache_table
     from lm_insights.steps.load import drop_staging
-    from lm_insights.steps.partition import Partition
+    from lm_insights.core.partition import Partition
     from lm_insights.steps.textualize import textualize_partition
     from lm_insights.steps.validate import validate_partition
 

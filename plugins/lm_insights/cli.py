@@ -262,7 +262,7 @@ def print_highlights(conninfo: str) -> None:
 
 
 def run_one(name: str, first: str, last: str, force: bool) -> None:
-    from lm_insights.steps.partition import Partition
+    from lm_insights.core.partition import Partition
     from lm_insights.pipeline import run_partition
     from lm_insights.spec import load_specs
 
@@ -279,7 +279,7 @@ def run_one(name: str, first: str, last: str, force: bool) -> None:
 
 def cli_partition(first: str, last: str):
     """The days ``first`` .. ``last`` (inclusive); a bad date or order exits with the reason."""
-    from lm_insights.steps.partition import Partition
+    from lm_insights.core.partition import Partition
 
     try:
         first_day, last_day = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
@@ -326,7 +326,7 @@ def similar_rows(name: str, query: str, limit: int, conn: str = "warehouse") -> 
     from lm_insights.explain.report import table
     from lm_insights.explain.similar import RowNotFound, similar
     from lm_insights.spec import load_specs
-    from lm_insights.steps.infer import cache_key
+    from lm_insights.core.cache import cache_key
 
     specs = {s.name: s for s in load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")}
     if name not in specs:

@@ -18,7 +18,7 @@ from lm_insights.guard.gates import Verdict
 from lm_insights import pipeline
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_specs
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 
 DAY = dt.date(2026, 11, 6)  # a day no other DAG test uses in the shared warehouse
 

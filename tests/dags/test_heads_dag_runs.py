@@ -11,7 +11,7 @@ import pytest
 from lm_insights.cli import run_dag
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
-from lm_insights.steps.textualize import template_version
+from lm_insights.core.values import template_version
 
 SPEC_FILE = Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "customer_reviews.yaml"
 START = dt.date(2026, 11, 1)

@@ -11,7 +11,7 @@ from lm_insights.cli import run_dag
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_specs
 from lm_insights.steps.extract import extract_partition
-from lm_insights.steps.partition import Partition, staging_name, staging_stem
+from lm_insights.core.partition import Partition, staging_name, staging_stem
 from lm_insights.steps.staging import clean_staging
 
 

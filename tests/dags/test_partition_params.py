@@ -40,7 +40,7 @@ def test_a_run_without_a_logical_date_takes_the_last_complete_day():
 
 def test_staging_names_of_a_range_are_lowercase_short_and_share_one_stem():
     from lm_insights.spec import load_specs
-    from lm_insights.steps.partition import Partition, staging_name, staging_stem, stem_of
+    from lm_insights.core.partition import Partition, staging_name, staging_stem, stem_of
 
     spec = next(s for s in load_specs() if s.name == "customer_reviews")
     long_name = spec.model_copy(update={"name": "a" * 32})
@@ -55,7 +55,7 @@ def test_staging_names_of_a_range_are_lowercase_short_and_share_one_stem():
 
 def test_run_takes_a_date_or_an_inclusive_range():
     from lm_insights.cli import cli_partition
-    from lm_insights.steps.partition import Partition
+    from lm_insights.core.partition import Partition
 
     assert cli_partition("2026-11-01", "2026-11-03") == Partition.days("2026-11-01", "2026-11-03")
     assert cli_partition("2026-11-02", "2026-11-02") == Partition.day("2026-11-02")

@@ -12,7 +12,7 @@ from pathlib import Path
 from lm_insights.runtime import demo_warehouse
 from lm_insights.cli import run_dag
 from lm_insights.spec import load_spec
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 from lm_insights.steps.textualize import occluded_texts, render
 from tests.oracles import check_partition
 

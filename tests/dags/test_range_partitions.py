@@ -14,7 +14,7 @@ from lm_insights.cli import run_dag
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_specs
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 
 DAYS = [dt.date(2026, 11, 1), dt.date(2026, 11, 2)]
 RANGE = Partition.days(DAYS[0], DAYS[-1])

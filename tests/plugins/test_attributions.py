@@ -8,7 +8,7 @@ import numpy as np
 import psycopg
 
 from lm_insights.runtime import demo_warehouse
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 from lm_insights.pipeline import run_partition
 from lm_insights.spec import load_spec
 from lm_insights.steps.textualize import render

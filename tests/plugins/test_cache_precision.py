@@ -13,8 +13,8 @@ import psycopg
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import DEFAULT_PIPELINES_DIR, load_spec
-from lm_insights.steps.infer import cache_key
-from lm_insights.steps.partition import Partition
+from lm_insights.core.cache import cache_key
+from lm_insights.core.partition import Partition
 
 DAY = Partition.day("2026-11-01")
 

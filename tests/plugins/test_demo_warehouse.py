@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from lm_insights.runtime import db, demo_warehouse
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 from lm_insights.spec import DEFAULT_PIPELINES_DIR, load_spec
 
 START = dt.date(2026, 11, 1)

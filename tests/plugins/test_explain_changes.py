@@ -13,7 +13,7 @@ from lm_insights.explain.report import store_report
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml")
 FIRST, SECOND = Partition.day("2026-11-01"), Partition.day("2026-11-02")

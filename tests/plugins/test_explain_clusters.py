@@ -8,7 +8,7 @@ import pytest
 
 from lm_insights.explain.clusters import discover
 from lm_insights.spec import Clusters
-from lm_insights.steps.textualize import text_sha256
+from lm_insights.core.values import text_sha256
 
 GROUPS = {
     "battery": ["battery", "charger", "cable", "voltage", "charging"],

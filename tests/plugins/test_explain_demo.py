@@ -12,7 +12,7 @@ from lm_insights.explain.html_report import render_html
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 from tests.plugins.test_explain_rules import bounds
 
 SHIPPED = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml")

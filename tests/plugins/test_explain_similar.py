@@ -14,8 +14,8 @@ from lm_insights.explain.similar import RowNotFound, index_name, nearest_rows_sq
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
-from lm_insights.steps.infer import cache_key
-from lm_insights.steps.partition import Partition
+from lm_insights.core.cache import cache_key
+from lm_insights.core.partition import Partition
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "customer_reviews.yaml")
 DAY = Partition.day("2026-11-01")

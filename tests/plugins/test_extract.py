@@ -11,7 +11,7 @@ import yaml
 from psycopg import sql
 
 from lm_insights.steps.extract import SourceError, extract_partition
-from lm_insights.steps.partition import Partition, staging_table
+from lm_insights.core.partition import Partition, staging_table
 from lm_insights.spec import load_spec
 
 SPEC_FILE = Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml"

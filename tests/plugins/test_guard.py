@@ -17,7 +17,7 @@ from lm_insights.guard import drift
 from lm_insights.guard.gates import GuardFailed, NothingQuarantined, release
 from lm_insights.pipeline import run_partition
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 
 DAYS = [dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3)]
 ROWS_PER_DAY = 60

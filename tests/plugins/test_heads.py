@@ -21,7 +21,7 @@ from lm_insights.learn import heads, models, training
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse, embedded_pg
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 
 SPEC_FILE = Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "customer_reviews.yaml"
 START = dt.date(2026, 11, 1)

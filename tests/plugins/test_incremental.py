@@ -15,11 +15,12 @@ from lm_insights.runtime import demo_warehouse
 from lm_insights.steps.infer import count_distinct_texts, infer_shard
 from lm_insights.steps.insights import build_insights
 from lm_insights.steps.load import load_partition
-from lm_insights.steps.partition import Partition
-from lm_insights.steps.infer import cache_key
+from lm_insights.core.partition import Partition
+from lm_insights.core.cache import cache_key
 from lm_insights.pipeline import run_partition
 from lm_insights.spec import Words, load_spec
-from lm_insights.steps.textualize import format_value, textualize_partition
+from lm_insights.steps.textualize import textualize_partition
+from lm_insights.core.values import format_value
 from lm_insights.steps.extract import extract_partition
 from lm_insights.steps.validate import validate_partition
 

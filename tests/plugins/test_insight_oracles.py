@@ -16,7 +16,7 @@ import pytest
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 from tests.oracles import check_partition
 
 PIPELINES = Path(__file__).resolve().parents[2] / "dags" / "pipelines"

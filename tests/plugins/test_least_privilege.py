@@ -8,7 +8,7 @@ from psycopg.conninfo import make_conninfo
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import DEFAULT_PIPELINES_DIR, load_spec
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 
 DAY = Partition.day("2026-11-01")
 # The README's "Use your own warehouse" grants, run by an administrator once.

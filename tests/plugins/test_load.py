@@ -15,8 +15,8 @@ from lm_insights.runtime import demo_warehouse
 from lm_insights.steps.extract import extract_partition
 from lm_insights.steps.insights import build_insights
 from lm_insights.steps.load import MissingStaging, drop_staging, load_partition
-from lm_insights.steps.partition import Partition, staging_table
-from lm_insights.steps.infer import cache_key
+from lm_insights.core.partition import Partition, staging_table
+from lm_insights.core.cache import cache_key
 from lm_insights.pipeline import run_partition
 from lm_insights.spec import load_spec
 from lm_insights.steps.textualize import textualize_partition

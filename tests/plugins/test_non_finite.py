@@ -7,7 +7,7 @@ import pytest
 
 from lm_insights.pipeline import run_partition
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 
 DAY = Partition.day("2026-11-01")
 # (sale_id, price, units): units fall as price rises; then the hostile values.

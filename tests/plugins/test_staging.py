@@ -13,7 +13,7 @@ from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
 from lm_insights.steps.extract import extract_partition
-from lm_insights.steps.partition import Partition, staging_name, staging_stem
+from lm_insights.core.partition import Partition, staging_name, staging_stem
 from lm_insights.steps.staging import clean_staging, parse_age
 from lm_insights.steps.validate import TableExpectationsFailed
 

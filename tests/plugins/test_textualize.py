@@ -6,7 +6,8 @@ import datetime as dt
 import decimal
 
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.textualize import format_value, render, template_version
+from lm_insights.steps.textualize import render
+from lm_insights.core.values import format_value, template_version
 
 
 def make_spec(template: str | None = None, columns=("product_name", "price", "units")) -> PipelineSpec:

@@ -6,7 +6,7 @@ import pytest
 from psycopg import sql
 
 from lm_insights.runtime import db
-from lm_insights.steps.partition import Partition, staging_table
+from lm_insights.core.partition import Partition, staging_table
 from lm_insights.spec import PipelineSpec
 from lm_insights.steps.validate import TableExpectationsFailed, build_suite, validate_partition
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from lm_insights.core.partition import Partition, staging_table
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.partition import Partition, staging_table
 
 MAX_SEGMENT_CHANGES = 3  # sentences about segment means (largest relative change first)
 

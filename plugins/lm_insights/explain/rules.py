@@ -18,9 +18,9 @@ from typing import Literal
 
 from psycopg import sql
 
+from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec, Rules
-from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def rule_features(spec: PipelineSpec, column_types: dict[str, str], frame, kind:
     what the model read (the text columns) and the tier columns; the metric's tree reads every row column but the
     metrics (revenue = price x units is an outcome, not a cause). Categorical columns only with at most
     MAX_CATEGORIES values."""
-    from lm_insights.steps.insights import is_numeric
+    from lm_insights.core.sql_expressions import is_numeric
 
     skip = {*spec.source.key, spec.source.partition_column}
     if kind == "metric":

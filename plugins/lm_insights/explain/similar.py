@@ -14,9 +14,9 @@ import re
 import psycopg
 from psycopg import sql
 
+from lm_insights.core.cache import CacheKey, cache_table
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.infer import CacheKey, cache_table
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def similar(spec: PipelineSpec, conninfo: str, query: str, key: CacheKey, limit:
                 from lm_engine import load_engine
 
                 engine = load_engine(spec.lm.model, precision=spec.lm.precision)
-            from lm_insights.steps.infer import vector_literal
+            from lm_insights.core.cache import vector_literal
 
             vector, exclude = vector_literal(engine.encode([query]).vectors[0]), ""
         dimensions = len(vector.strip("[]").split(","))

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from lm_insights.core.cache import CacheKey, cache_table
+from lm_insights.core.partition import Partition, staging_table
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec, Words
-from lm_insights.steps.infer import CacheKey, cache_table
-from lm_insights.steps.partition import Partition, staging_table
 
 log = logging.getLogger(__name__)
 

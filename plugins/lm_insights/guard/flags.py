@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from psycopg import sql
 
+from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 
 if TYPE_CHECKING:
-    from lm_insights.steps.infer import CacheKey
+    from lm_insights.core.cache import CacheKey
 
 # Cosines of a text to the label prototypes become a distribution by softmax(ZERO_SHOT_SCALE * cosine):
 # all-MiniLM-L6-v2 was trained with a cross entropy over the cosines of a batch's candidate pairs (its model card),

@@ -15,17 +15,17 @@ import logging
 import numpy as np
 from psycopg import sql
 
+from lm_insights.core.cache import CacheKey
+from lm_insights.core.sql_expressions import finite, tier_expression
 from lm_insights.guard import drift, flags
 from lm_insights.guard.drift import Check
 from lm_insights.guard.outputs import check_outputs
 from lm_insights.learn import models
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.infer import CacheKey
-from lm_insights.steps.insights import finite, tier_expression
 from lm_insights.steps.load import (INSIGHT_TABLES, insight_table, load_partition, quarantine_table,
                                     replace_interval, widen_columns)
-from lm_insights.steps.partition import Partition, staging_table
+from lm_insights.core.partition import Partition, staging_table
 
 log = logging.getLogger(__name__)
 

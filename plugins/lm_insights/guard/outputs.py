@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name
 from lm_insights.guard.drift import Check
 from lm_insights.spec import RESERVED_LABELS, PipelineSpec
-from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name
 
 UNCERTAIN = RESERVED_LABELS[0]
 

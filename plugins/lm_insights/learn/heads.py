@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 from psycopg import sql
 
+from lm_insights.core.values import format_value
 from lm_insights.guard.flags import normalized_entropy
 from lm_insights.spec import HEAD_COLUMN_SUFFIXES, Head, PipelineSpec
-from lm_insights.steps.textualize import format_value
 
 UNCERTAIN = "uncertain"
 # (column suffix, type) of each output, in HEAD_COLUMN_SUFFIXES's order (the spec reserves those names)

@@ -12,10 +12,10 @@ from typing import Any
 
 from psycopg import sql
 
+from lm_insights.core.partition import Partition, staging_table
 from lm_insights.learn import heads, models
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.partition import Partition, staging_table
 
 QUALITY_COLUMNS = ("partition_start", "head", "head_version", "model", "rows", "answered", "coverage", "accuracy",
                    "macro_f1", "mae", "r2", "confusion")

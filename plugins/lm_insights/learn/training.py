@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 
+from lm_insights.core.values import template_version
 from lm_insights.learn import heads, models
 from lm_insights.runtime import db
 from lm_insights.spec import Head, PipelineSpec
-from lm_insights.steps.textualize import template_version
 
 log = logging.getLogger(__name__)
 

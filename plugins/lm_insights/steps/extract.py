@@ -7,10 +7,10 @@ import re
 
 from psycopg import sql
 
+from lm_insights.core.partition import Partition, staging_stem, staging_table
 from lm_insights.runtime import db
-from lm_insights.steps.partition import Partition, staging_stem, staging_table
-from lm_insights.steps.staging import register_stem
 from lm_insights.spec import PipelineSpec
+from lm_insights.steps.staging import register_stem
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ cached. Duplicate texts within a partition are computed once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -18,26 +17,19 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from psycopg import sql
 
+from lm_insights.core.cache import CACHE_COLUMNS, CacheKey, cache_key, cache_table, head_version, vector_literal
+from lm_insights.core.partition import Partition
+from lm_insights.core.values import template_version
 from lm_insights.guard.flags import zero_shot_entropy
 from lm_insights.learn.heads import predict_rows
 from lm_insights.learn.models import load_heads
 from lm_insights.runtime import db
-from lm_insights.steps.partition import Partition
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.textualize import lm_texts, template_version
+from lm_insights.steps.textualize import lm_texts
 
 log = logging.getLogger(__name__)
 
 MAX_AUTO_SHARDS = 16  # automatic sharding stops here; a spec or Param can ask for more (up to 64)
-CACHE_COLUMNS = ("model_key", "head_version", "template_version", "text_sha256",
-                 "embedding", "labels", "n_tokens", "truncated")
-
-
-@dataclass(frozen=True)
-class CacheKey:
-    model_key: str
-    head_version: str
-    template_version: str
 
 
 @dataclass(frozen=True)
@@ -49,35 +41,6 @@ class InferSummary:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def head_version(spec: PipelineSpec, heads: dict[str, int] | None = None) -> str:
-    """Short hash of what the heads compute: the label sets, their margins, whether embeddings are kept and
-    the versions of the trained heads (``heads``: the promoted version of each head, see ``learn.models``)."""
-    from lm_engine.zero_shot import label_set_version
-
-    parts = {name: label_set_version(s.labels, s.min_margin) for name, s in sorted(spec.lm.label_sets.items())}
-    # "outputs" versions the shape of the cached JSON: 2 added per-label scores (read by the attributions), 3 the
-    # normalized entropy of each label set and classification head (guard.flags).
-    recipe = {"embeddings": spec.lm.embeddings, "label_sets": parts, "outputs": 3}
-    if spec.lm.heads:
-        recipe["heads"] = {name: (heads or {}).get(name) for name in sorted(spec.lm.heads)}
-    recipe = json.dumps(recipe, sort_keys=True)
-    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
-
-
-def cache_key(spec: PipelineSpec, model: str | None = None, heads: dict[str, int] | None = None) -> CacheKey:
-    """The result-cache key of this spec with ``model`` (default: the spec's) and the trained-head versions
-    ``heads``, without loading the weights."""
-    from lm_engine import registry
-
-    name = model or spec.lm.model
-    return CacheKey(registry.model_key(name, registry.resolve(name), spec.lm.precision), head_version(spec, heads),
-                    template_version(spec))
-
-
-def cache_table(spec: PipelineSpec) -> sql.Composed:
-    return db.qualified(spec.sink.schema_, "lm_cache")
 
 
 def count_distinct_texts(spec: PipelineSpec, conninfo: str, partition: Partition) -> int:
@@ -102,11 +65,6 @@ def shard_texts_query(spec: PipelineSpec, partition: Partition) -> sql.Composed:
         "where mod(abs(hashtextextended(text_sha256, 0)), %(shards)s) = %(shard)s "
         "group by text_sha256 order by text_sha256"
     ).format(texts=lm_texts(spec, partition))
-
-
-def vector_literal(vector: np.ndarray) -> str:
-    """pgvector's text form: ``[0.1,0.2,...]``."""
-    return "[" + ",".join(map(repr, vector.tolist())) + "]"
 
 
 def classify_all(spec: PipelineSpec, engine, vectors: np.ndarray, prototypes: dict) -> list[dict]:

@@ -13,24 +13,23 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from lm_insights.learn import quality as head_quality
-from lm_insights.learn.heads import head_columns, output_suffixes
+from lm_insights.core.cache import CacheKey, cache_table
+from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.core.sql_expressions import UNKNOWN_SEGMENT, finite, is_numeric, tier_expression
 from lm_insights.explain.changes import changes_summary
 from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, clusters_summary
 from lm_insights.explain.rules import build_rules, rules_summary
 from lm_insights.explain.similar import ensure_similarity_index
 from lm_insights.explain.words import create_explanations_table
+from lm_insights.learn import quality as head_quality
+from lm_insights.learn.heads import head_columns, output_suffixes
 from lm_insights.runtime import db
-from lm_insights.steps.infer import CacheKey, cache_table
-from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
-from lm_insights.spec import PipelineSpec, Tiers
-from lm_insights.steps.textualize import format_number, lm_texts
+from lm_insights.spec import PipelineSpec
+from lm_insights.steps.textualize import lm_texts
 
 log = logging.getLogger(__name__)
 
-NUMERIC_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
 MAX_CATEGORIES = 20  # a text column with more distinct values is free text, not a categorical driver
-UNKNOWN_SEGMENT = "unknown"
 MIN_GROUP_ROWS = 5  # a categorical value needs this many rows to be named as the one with the highest target
 
 
@@ -45,10 +44,6 @@ class Driver:
     direction: str  # how the target moves as the field grows, or which value has the highest target mean
     method: str
     n: int
-
-
-def is_numeric(type_name: str) -> bool:
-    return type_name.split("(")[0] in NUMERIC_TYPES
 
 
 def label_columns(spec: PipelineSpec) -> list[sql.Composable]:
@@ -138,29 +133,6 @@ def attribution_joins(spec: PipelineSpec, partition: Partition) -> list[tuple[st
                            "and {alias}.label_set = {name}").format(
         table=staging_table(spec, partition, "attributions"), alias=sql.Identifier(f"a_{name}"),
         name=sql.Literal(name))) for name in spec.lm.label_sets]
-
-
-def finite(column: sql.Composable) -> sql.Composable:
-    """The column's value, or NULL where it is NaN or +-Infinity: statistics skip it as they skip a NULL."""
-    return sql.SQL("(case when {c}::float8 in ('NaN', 'Infinity', '-Infinity') then null else {c} end)").format(
-        c=column)
-
-
-def tier_expression(tiers: Tiers) -> tuple[sql.Composable, sql.Composable]:
-    """A CASE naming each row's tier ``[low, high)`` and one giving the tier's order."""
-    column = finite(sql.Identifier(tiers.column))
-    names, orders = [], []
-    for i, (low, high) in enumerate(zip(tiers.edges, tiers.edges[1:])):
-        condition = sql.SQL("when {c} >= {low} and {c} < {high} then ").format(
-            c=column, low=sql.Literal(low), high=sql.Literal(high))
-        names.append(condition + sql.Literal(f"[{format_number(low)}, {format_number(high)})"))
-        orders.append(condition + sql.Literal(i))
-    outside = f"outside [{format_number(tiers.edges[0])}, {format_number(tiers.edges[-1])})"
-    name = sql.SQL("case when {c} is null then {unknown} {whens} else {outside} end").format(
-        c=column, unknown=sql.Literal(UNKNOWN_SEGMENT), whens=sql.SQL(" ").join(names), outside=sql.Literal(outside))
-    order = sql.SQL("case {whens} else {last} end").format(whens=sql.SQL(" ").join(orders),
-                                                          last=sql.Literal(len(orders)))
-    return name, order
 
 
 def build_segments(spec: PipelineSpec, conn, partition: Partition, clustered: bool = False) -> None:

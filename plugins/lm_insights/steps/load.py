@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_stem, staging_table
 from lm_insights.runtime import db
-from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_stem, staging_table
 from lm_insights.spec import PipelineSpec
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 
+from lm_insights.core.sql_expressions import NUMERIC_TYPES, is_numeric
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec, SpecError
 from lm_insights.steps.extract import source_column_types
-from lm_insights.steps.insights import NUMERIC_TYPES, is_numeric
 from lm_insights.steps.textualize import render
 
 

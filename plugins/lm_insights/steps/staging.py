@@ -1,7 +1,7 @@
 """The life of staging tables: registered when a run creates its first one, dropped when the run ends (whatever
 its end), and swept by the janitor when a run died before it could drop them.
 
-Every staging table of one run shares a stem (``steps.partition.staging_stem``); ``lm_staging.staging_runs`` holds
+Every staging table of one run shares a stem (``core.partition.staging_stem``); ``lm_staging.staging_runs`` holds
 when each stem was first seen, because PostgreSQL does not record when a table was created.
 """
 
@@ -13,8 +13,8 @@ import re
 
 from psycopg import sql
 
+from lm_insights.core.partition import STAGING_SCHEMA, stem_of
 from lm_insights.runtime import db
-from lm_insights.steps.partition import STAGING_SCHEMA, stem_of
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from typing import Any
 
 from psycopg import sql
 
+from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 from lm_insights.runtime import db
-from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 from lm_insights.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
