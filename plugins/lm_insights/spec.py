@@ -319,7 +319,9 @@ class Rules(_Strict):
     """Shallow decision trees that reproduce the model's labels and the target metric from the source columns."""
     enabled: bool = True
     max_depth: int = Field(default=3, ge=1, le=6)  # deeper trees stop being rules a person reads
-    min_fidelity: float = Field(default=0.8, ge=0, le=1)  # below: stored, marked not faithful, not quoted
+    min_fidelity: float = Field(default=0.8, ge=0, le=1)  # held out; below: stored, marked not faithful, not quoted
+    # ... and the held-out fidelity must beat the majority rule's with a one-sided p-value below this
+    p_value: float = Field(default=0.05, gt=0, lt=1)
     min_leaf_rows: int = Field(default=5, ge=1)  # a rule must cover at least this many rows
     max_rows: int = Field(default=20000, ge=10)  # rows the trees are fitted on (seeded sample of the window)
     # Fit on this partition's rows and the loaded <pipeline>_rows of the days before it, window_days in all;

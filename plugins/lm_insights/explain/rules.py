@@ -2,9 +2,13 @@
 or over a window (``explain.rules.window_days``: this partition's rows and the loaded rows of the days before it).
 
 Each leaf of the tree becomes one readable rule, its conditions merged per column
-("150 < price <= 250 and category = Electronics -> premium, 91% of 140 rows"). The tree's fidelity is measured
-against what it imitates on the same rows (accuracy for a label, R² for the metric); below the spec's
-``explain.rules.min_fidelity`` the rules are stored but marked not faithful, and the summary does not quote them.
+("150 < price <= 250 and category = Electronics -> premium, 91% of 140 rows"). The tree's fidelity is measured on
+held-out rows (seeded k-fold cross-validation of the whole fitting procedure, depth choice included) against what
+it imitates (accuracy for a label, R² for the metric) and against the majority rule (the commonest label, or the
+mean) predicted from the same folds. A rule set is *faithful*, and quoted in the summary, only when its held-out
+fidelity reaches ``explain.rules.min_fidelity`` and it beats the majority rule beyond noise: a one-sided paired
+test on the held-out rows (exact McNemar for labels, a t-test on the squared errors for the metric) below
+``explain.rules.p_value``. Otherwise the rules are stored but marked not faithful (docs/explain.md).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ log = logging.getLogger(__name__)
 
 MAX_CATEGORIES = 20  # a text column with more distinct values is free text, not a column a rule can name
 UNKNOWN = "unknown"
+FOLDS = 5  # held-out fidelity: every row is predicted by trees fitted on the other four fifths
 RULE_COLUMNS = ("partition_start", "explains", "kind", "rule_order", "rule", "conditions", "prediction", "rows",
-                "share", "fidelity", "measure", "depth", "n", "faithful", "min_fidelity", "window_start", "partitions")
+                "share", "fidelity", "measure", "depth", "n", "faithful", "min_fidelity", "window_start", "partitions",
+                "baseline", "gain", "gain_ci_low", "gain_ci_high", "p_value")
 
 
 @dataclass(frozen=True)
@@ -44,24 +50,58 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """The tree against the majority rule on held-out rows (out-of-fold predictions of every row).
+
+    Labels: ``fidelity`` and ``baseline`` are accuracies, ``gain`` their difference. Metric: ``fidelity`` is the
+    held-out R² (1 - the tree's squared error / the fold means' squared error), ``baseline`` is 0 (the mean) and
+    ``gain`` equals ``fidelity``. ``gain_ci``: the 95% interval of ``gain`` (paired normal approximation);
+    ``p_value``: one-sided, that the tree is no better than the majority rule."""
+    fidelity: float
+    baseline: float
+    gain: float
+    gain_ci: tuple[float, float]
+    p_value: float
+    majority: str  # what the majority rule predicts from every row: the commonest label, or the mean
+
+
+@dataclass(frozen=True)
 class RuleSet:
     explains: str  # the label set's name or the target metric
     kind: Literal["label", "metric"]
     rules: list[Rule]  # most rows first
-    fidelity: float  # accuracy (labels) or R² (metric) of the tree against the model / metric on the n rows
+    held_out: HeldOut  # fidelity on held-out rows against the majority rule
     depth: int
     n: int
-    faithful: bool
+    faithful: bool  # held-out fidelity >= min_fidelity and better than the majority rule beyond noise
     window: Window | None = None  # the partitions the rows came from (None: fitted outside a pipeline)
 
     @property
     def measure(self) -> str:
         return "accuracy" if self.kind == "label" else "r2"
 
+    @property
+    def fidelity(self) -> float:
+        return self.held_out.fidelity
+
+    def telling_rule(self) -> Rule | None:
+        """The largest rule that says something the majority rule does not: a label other than the commonest, or
+        the mean furthest from the overall mean."""
+        if self.kind == "label":
+            return next((r for r in self.rules if r.prediction != self.held_out.majority), None)
+        mean = float(self.held_out.majority)
+        return max(self.rules, key=lambda r: (abs(float(r.prediction) - mean), r.rows), default=None)
+
     def describe_fidelity(self) -> str:
-        figure = f"{self.fidelity:.0%}" if self.kind == "label" else f"{self.fidelity:.2f}"
+        h = self.held_out
+        if self.kind == "label":
+            figure = (f"{h.fidelity:.0%} against {h.baseline:.0%} for the majority label (+{h.gain:.0%}, 95% CI "
+                      f"{h.gain_ci[0]:+.0%} to {h.gain_ci[1]:+.0%})").replace("+-", "-")
+        else:
+            figure = f"{h.fidelity:.2f} (95% CI {h.gain_ci[0]:.2f} to {h.gain_ci[1]:.2f})"
         window = f" of {self.window.describe()}" if self.window and self.window.partitions > 1 else ""
-        return f"{self.measure} {figure} on {self.n} rows{window}, depth {self.depth}"
+        return (f"held-out {self.measure} {figure}, p = {h.p_value:.2g}, on {self.n} rows{window}, "
+                f"depth {self.depth}")
 
 
 @dataclass(frozen=True)
@@ -165,32 +205,91 @@ def fit_tree(matrix, outcome, kind: str, depth: int, min_leaf_rows: int):
     return tree, float(tree.score(matrix, outcome))
 
 
+def fit_shallowest(matrix, outcome, kind: str, settings: Rules):
+    """The shallowest tree (up to ``settings.max_depth``) whose fit is within 0.01 of the deepest's, and its depth."""
+    trees = [fit_tree(matrix, outcome, kind, depth, settings.min_leaf_rows)
+             for depth in range(1, settings.max_depth + 1)]
+    best = trees[-1][1]
+    return next((t[0], d) for d, t in enumerate(trees, start=1) if t[1] >= best - 0.01)
+
+
+def held_out(matrix, outcome, kind: str, settings: Rules, seed: int = 0) -> HeldOut:
+    """Out-of-fold predictions of the whole procedure (depth choice included) and of the majority rule, compared
+    row by row: exact one-sided McNemar test on the rows where exactly one is right (labels), or a one-sided
+    t-test on the paired squared errors (metric)."""
+    import numpy as np
+    from scipy import stats
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n = len(outcome)
+    if kind == "label":
+        _, counts = np.unique(outcome, return_counts=True)
+        splitter = (StratifiedKFold(FOLDS, shuffle=True, random_state=seed) if counts.min() >= FOLDS
+                    else KFold(FOLDS, shuffle=True, random_state=seed))
+    else:
+        splitter = KFold(FOLDS, shuffle=True, random_state=seed)
+    tree_prediction = np.empty(n, dtype=outcome.dtype)
+    majority_prediction = np.empty(n, dtype=outcome.dtype)
+    for train, test in splitter.split(matrix, outcome):
+        tree, _ = fit_shallowest(matrix[train], outcome[train], kind, settings)
+        tree_prediction[test] = tree.predict(matrix[test])
+        if kind == "label":
+            values, counts = np.unique(outcome[train], return_counts=True)
+            majority_prediction[test] = values[counts.argmax()]
+        else:
+            majority_prediction[test] = outcome[train].mean()
+    z = stats.norm.ppf(0.975)
+    if kind == "label":
+        tree_right, majority_right = tree_prediction == outcome, majority_prediction == outcome
+        only_tree = int((tree_right & ~majority_right).sum())
+        only_majority = int((~tree_right & majority_right).sum())
+        discordant = only_tree + only_majority
+        p = float(stats.binomtest(only_tree, discordant, 0.5, alternative="greater").pvalue) if discordant else 1.0
+        difference = tree_right.astype(float) - majority_right.astype(float)
+        fidelity, baseline = float(tree_right.mean()), float(majority_right.mean())
+        gain, spread = fidelity - baseline, float(difference.std(ddof=1) / math.sqrt(n))
+        values, counts = np.unique(outcome, return_counts=True)
+        return HeldOut(fidelity, baseline, gain, (gain - z * spread, gain + z * spread), p, str(values[counts.argmax()]))
+    tree_error = (outcome - tree_prediction) ** 2
+    majority_error = (outcome - majority_prediction) ** 2
+    scale = float(majority_error.mean())
+    reduction = (majority_error - tree_error) / scale  # per row; its mean is the held-out R²
+    fidelity = float(reduction.mean())
+    spread = float(reduction.std(ddof=1) / math.sqrt(n))
+    p = float(stats.ttest_1samp(reduction, 0.0, alternative="greater").pvalue) if spread > 0 else \
+        (0.0 if fidelity > 0 else 1.0)
+    return HeldOut(fidelity, 0.0, fidelity, (fidelity - z * spread, fidelity + z * spread), p,
+                   f"{float(outcome.mean()):.1f}")
+
+
 def fit_rules(frame, outcome_column: str, features: dict[str, bool], kind: Literal["label", "metric"],
               settings: Rules, explains: str | None = None) -> RuleSet | None:
-    """Fit the shallowest tree (up to ``settings.max_depth``) whose fidelity is within 0.01 of the deepest's.
+    """Fit the shallowest tree (up to ``settings.max_depth``) whose fit is within 0.01 of the deepest's, on every
+    row; its fidelity is that procedure's on held-out rows (:func:`held_out`).
 
     ``frame`` holds the feature columns and ``outcome_column`` (the model's label or the metric); rows without an
-    outcome are left out. Returns None when there is nothing to fit (no feature, fewer than two leaves' rows, or
-    a metric without variance).
+    outcome are left out. Returns None when there is nothing to fit (no feature, fewer rows than two leaves' in
+    each of the folds, or an outcome without variance).
     """
     import numpy as np
 
+    enough_rows = 2 * settings.min_leaf_rows * FOLDS // (FOLDS - 1) + 1
     frame = frame[frame[outcome_column].notna()]
-    if not features or len(frame) < 2 * settings.min_leaf_rows:
+    if not features or len(frame) < enough_rows:
         return None
     matrix, names = encode(frame, features)
     if kind == "label":
         outcome = frame[outcome_column].astype(str).to_numpy()
+        constant = len(set(outcome)) < 2
     else:
         outcome = frame[outcome_column].astype("float64").to_numpy()
         finite = np.isfinite(outcome)
         matrix, outcome = matrix[finite], outcome[finite]
-        if len(outcome) < 2 * settings.min_leaf_rows or np.ptp(outcome) == 0:
-            return None
-    trees = [fit_tree(matrix, outcome, kind, depth, settings.min_leaf_rows)
-             for depth in range(1, settings.max_depth + 1)]
-    best = trees[-1][1]
-    depth, (tree, fidelity) = next((d, t) for d, t in enumerate(trees, start=1) if t[1] >= best - 0.01)
+        constant = len(outcome) == 0 or np.ptp(outcome) == 0
+    if len(outcome) < enough_rows or constant:
+        return None
+    tree, depth = fit_shallowest(matrix, outcome, kind, settings)
+    measured = held_out(matrix, outcome, kind, settings)
     leaves = tree.apply(matrix)
     rules = []
     for leaf, path in leaf_paths(tree, names).items():
@@ -204,8 +303,8 @@ def fit_rules(frame, outcome_column: str, features: dict[str, bool], kind: Liter
             prediction, share = f"{float(in_leaf.mean()):.1f}", None
         rules.append(Rule(path_conditions(path), prediction, int(len(in_leaf)), share))
     rules.sort(key=lambda r: (-r.rows, r.conditions))
-    return RuleSet(explains or outcome_column, kind, rules, fidelity, depth, int(len(outcome)),
-                   faithful=fidelity >= settings.min_fidelity)
+    faithful = measured.fidelity >= settings.min_fidelity and measured.p_value < settings.p_value
+    return RuleSet(explains or outcome_column, kind, rules, measured, depth, int(len(outcome)), faithful)
 
 
 # --------------------------------------------------------------------------------------------- partition
@@ -291,7 +390,8 @@ def measure_rules(spec: PipelineSpec, conn, partition: Partition) -> list[RuleSe
 
 
 def build_rules(spec: PipelineSpec, conn, partition: Partition) -> list[RuleSet]:
-    """Staging ``rules``: one row per rule with its rule set's fidelity, depth and whether it is faithful."""
+    """Staging ``rules``: one row per rule with its rule set's held-out fidelity, the majority rule's (``baseline``),
+    the gain over it with its 95% interval and one-sided p-value, depth and whether it is faithful."""
     rule_sets = measure_rules(spec, conn, partition) if spec.explain.rules.enabled else []
     target = staging_table(spec, partition, "rules")
     conn.execute(sql.SQL("drop table if exists {}").format(target))
@@ -300,26 +400,56 @@ def build_rules(spec: PipelineSpec, conn, partition: Partition) -> list[RuleSet]
         "rule_order integer not null, rule text not null, conditions text not null, prediction text not null, "
         "rows bigint not null, share double precision, fidelity double precision not null, measure text not null, "
         "depth integer not null, n bigint not null, faithful boolean not null, min_fidelity double precision not null, "
-        "window_start timestamptz not null, partitions integer not null)"
+        "window_start timestamptz not null, partitions integer not null, baseline double precision not null, "
+        "gain double precision not null, gain_ci_low double precision not null, "
+        "gain_ci_high double precision not null, p_value double precision not null)"
     ).format(target))
     db.copy_rows(conn, target, RULE_COLUMNS, (
         (partition.start, s.explains, s.kind, i, rule.text(s.explains), rule.conditions, rule.prediction, rule.rows,
          rule.share, s.fidelity, s.measure, s.depth, s.n, s.faithful, spec.explain.rules.min_fidelity,
-         s.window.first, s.window.partitions)
+         s.window.first, s.window.partitions, s.held_out.baseline, s.held_out.gain, *s.held_out.gain_ci,
+         s.held_out.p_value)
         for s in rule_sets for i, rule in enumerate(s.rules, start=1)))
     return rule_sets
 
 
-def rules_summary(rule_sets: list[RuleSet], min_fidelity: float, quoted: int = 2) -> list[str]:
-    """Sentences for the summary: faithful rule sets quote their largest rules; the others say they are not."""
+def rules_summary(rule_sets: list[RuleSet], settings: Rules, quoted: int = 2) -> list[str]:
+    """Sentences for the summary: faithful rule sets quote their telling rule (:meth:`RuleSet.telling_rule`) and the
+    largest others; the others say why they are not quoted."""
     sentences = []
     for s in rule_sets:
         what = f"the {s.explains} label" if s.kind == "label" else s.explains
         if s.faithful:
-            top = "; ".join(rule.text(s.explains) for rule in s.rules[:quoted])
+            telling = s.telling_rule()
+            ordered = [telling, *(r for r in s.rules if r is not telling)] if telling else s.rules
+            top = "; ".join(rule.text(s.explains) for rule in ordered[:quoted])
             sentences.append(f"Rules that reproduce {what} ({s.describe_fidelity()}): {top}.")
-        else:
-            floor = f"{min_fidelity:.0%}" if s.kind == "label" else f"{min_fidelity:.2f}"
-            sentences.append(f"No shallow rules reproduce {what} faithfully ({s.describe_fidelity()}, below the "
-                             f"floor of {floor}); they are stored as not faithful and not quoted here.")
+            continue
+        floor = f"{settings.min_fidelity:.0%}" if s.kind == "label" else f"{settings.min_fidelity:.2f}"
+        why = (f"below the floor of {floor}" if s.fidelity < settings.min_fidelity else
+               f"not better than the {'majority label' if s.kind == 'label' else 'mean'} beyond chance "
+               f"(p >= {settings.p_value:g})")
+        sentences.append(f"No shallow rules reproduce {what} faithfully ({s.describe_fidelity()}; {why}); they are "
+                         "stored as not faithful and not quoted here.")
     return sentences
+
+
+def rule_findings(rule_sets: list[RuleSet], partition: Partition) -> list[dict[str, object]]:
+    """One candidate ``kind = rule`` row of ``<pipeline>_findings`` per rule set: the held-out gain over the majority
+    rule, its interval, one-sided p-value and n. Every tested rule set is a candidate (so the false-discovery control
+    counts it); ``significant`` is this module's own verdict (``faithful``), ``q_value`` and ``rank`` are left to the
+    caller that adjusts over all of the partition's candidates."""
+    findings = []
+    for s in rule_sets:
+        what = f"the {s.explains} label" if s.kind == "label" else s.explains
+        telling = s.telling_rule()
+        top = telling.text(s.explains) if telling else f"every rule predicts {s.held_out.majority}"
+        findings.append({
+            "partition_start": partition.start, "partition_end": partition.end, "kind": "rule",
+            "subject": telling.conditions if telling else "all rows", "target": s.explains, "effect": s.held_out.gain,
+            "effect_measure": ("held-out accuracy minus the majority label's" if s.kind == "label"
+                               else "held-out r2 against the mean"),
+            "ci_low": s.held_out.gain_ci[0], "ci_high": s.held_out.gain_ci[1], "p_value": s.held_out.p_value,
+            "q_value": None, "n": s.n, "significant": s.faithful, "rank": None,
+            "sentence": f"Rules reproduce {what} ({s.describe_fidelity()}), e.g. {top}."})
+    return findings

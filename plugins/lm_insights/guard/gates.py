@@ -149,7 +149,7 @@ def head_reference(spec: PipelineSpec, conn, heads: dict[str, int], cards: dict[
 
 def measure(spec: PipelineSpec, conn, partition: Partition, model_key: str, reference: np.ndarray) -> list[Check]:
     """Every enabled gate's check of the staged partition against the reference window (``reference``: its
-    embeddings)."""
+    embeddings), the family-wise error rate held over all of them (:func:`drift.control_family`)."""
     guard = spec.guard
     published = insight_table(spec, "rows")
     staged, everything = staging_table(spec, partition, "rows"), sql.SQL("true")
@@ -177,7 +177,7 @@ def measure(spec: PipelineSpec, conn, partition: Partition, model_key: str, refe
         gate = guard.embedding_drift
         checks.append(drift.embedding_drift(reference, embeddings(spec, conn, staged, everything, {}, model_key),
                                             gate.roc_auc, gate.p_value, gate.action))
-    return checks
+    return drift.control_family(checks)
 
 
 def _threshold(gate) -> float:
