@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lm_insights.explain.rules import fit_rules, path_conditions, rule_findings, rules_summary
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 from lm_insights.spec import Rules
 
 CATEGORIES = ["Books", "Toys", "Garden", "Electronics"]
