@@ -344,7 +344,9 @@ class Words(_Strict):
     uncertain_rows: int = Field(default=2, ge=0, le=1000)  # the rows with the smallest margin
     random_rows: int = Field(default=2, ge=0, le=1000)  # plus a seeded random sample
     method: Literal["kernel_shap", "lime", "ablation"] = "kernel_shap"  # ablation: leave one word out
-    n_samples: int = Field(default=32, ge=4, le=2000)  # perturbed texts encoded per row (kernel_shap, lime)
+    n_samples: int = Field(default=32, ge=4, le=2000)  # perturbed texts encoded per row (kernel_shap, lime) ...
+    # ... and at least this many per word of the row, plus one: a long text's weights stay determined
+    samples_per_word: float = Field(default=2.0, ge=0, le=50)
     top_words: int = Field(default=5, ge=1, le=50)  # words stored per row
     seed: int = 0
     # The cap on their cost, in the unit of infer's work: the explanations (most uncertain rows first) encode at most
