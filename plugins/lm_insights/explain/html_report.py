@@ -1,8 +1,11 @@
 """The report people look at: one self-contained HTML page (charts as inline PNG, no network) per report run.
 
-Per pipeline, its latest partition: the summary, the target's mean per segment value with standard-deviation bars,
-the label mix over the last partitions, the drivers, the rules (faithful or not), the clusters and a few explained
-rows with their words highlighted (green pushes towards the label, red away).
+Per pipeline, its latest partition: the headline findings first (the significant ones of ``<pipeline>_findings`` by
+rank, each with its 95% interval as a bar, then those chance can explain, marked not significant), the summary, the
+target's mean per segment value with standard-deviation bars, the label mix over the last partitions, the drivers,
+the rules (faithful or not), the clusters and a few explained rows with their words highlighted (green pushes
+towards the label, red away). Text from the data reaches charts through :func:`chart_text` (matplotlib would read
+``$...$`` as math) and pages through ``html.escape``.
 """
 
 from __future__ import annotations
@@ -10,14 +13,34 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 
 from psycopg import sql
 
+from lm_insights.explain.report import SIGNIFICANCE, Finding, read_findings
 from lm_insights.runtime import db
 
 HISTORY_PARTITIONS = 14  # partitions shown in the label-mix and quality charts
 EXPLAINED_ROWS = 6  # explained rows shown per pipeline
 MAP_ROWS = 3000  # rows drawn on the clusters' 2-D map (a seeded sample when the partition has more)
+SHOWN_FINDINGS = 10  # significant findings drawn, and not significant ones listed, per pipeline
+LABEL_WIDTH, LABEL_LINES = 24, 2  # an axis label: wrapped at this many characters, on at most this many lines
+ROW_INCHES = 0.42  # height per bar of a horizontal bar chart: two lines of 7-point labels fit without overlap
+
+
+def chart_text(value: object, width: int = LABEL_WIDTH, lines: int = LABEL_LINES) -> str:
+    """A value from the data as matplotlib text: wrapped at ``width`` characters on at most ``lines`` lines (a longer
+    one keeps its start and its end around an ellipsis, so values that differ at the end stay apart), and with ``$``
+    escaped (matplotlib reads ``$...$`` as math text, and a value such as ``$\\foo$`` made it raise)."""
+    text = " ".join(str(value).split())
+    wrapped = textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+    if len(wrapped) > lines:
+        room = width * lines - 1
+        text = text[:room - room // 3] + "\u2026" + text[-(room // 3):]
+        wrapped = textwrap.wrap(text, width, break_on_hyphens=False)
+        if len(wrapped) > lines:  # word breaks made it longer: cut in fixed-width pieces
+            wrapped = [text[i:i + width] for i in range(0, len(text), width)]
+    return "\n".join(wrapped).replace("$", r"\$")
 
 
 def figure_png(figure) -> str:
@@ -45,17 +68,98 @@ def cell(value: object) -> str:
 
 
 def segment_chart(segments: list[tuple], target: str) -> str:
-    """Bars of the target's mean per segment value, one panel per segment, standard deviation as error bars."""
+    return figure_png(segment_figure(segments, target))
+
+
+def segment_figure(segments: list[tuple], target: str):
+    """Horizontal bars of the target's mean per segment value (one row each, so long names never overlap), one
+    panel per segment, standard deviation as error bars and each value's rows at its bar."""
     plt = pyplot()
     names = list(dict.fromkeys(s[0] for s in segments))
-    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    most = max(sum(1 for s in segments if s[0] == name and s[2]) for name in names)
+    figure, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 0.9 + ROW_INCHES * max(most, 2)),
+                                squeeze=False)
     for axis, name in zip(axes[0], names):
         rows = [s for s in segments if s[0] == name and s[2]]
-        axis.bar([r[1] for r in rows], [r[3] for r in rows], yerr=[r[4] or 0 for r in rows], capsize=4,
-                 color="#4c78a8")
-        axis.set_title(f"{target} by {name.split(':', 1)[-1]}")
-        axis.tick_params(axis="x", labelrotation=30, labelsize=7)
-    return figure_png(figure)
+        positions = list(range(len(rows)))[::-1]  # the first value on top
+        axis.barh(positions, [r[3] or 0 for r in rows], xerr=[r[4] or 0 for r in rows], capsize=3,
+                  color="#4c78a8")
+        axis.set_yticks(positions, [chart_text(r[1]) for r in rows], fontsize=7)
+        for position, row in zip(positions, rows):
+            axis.annotate(f"n = {row[2]}", (0, position), xytext=(3, 0), textcoords="offset points",
+                          va="center", fontsize=6, color="white")
+        axis.set_title(chart_text(f"{target} by {name.split(':', 1)[-1]}", 40, 1), fontsize=9)
+        axis.tick_params(axis="x", labelsize=7)
+        axis.set_ylim(-0.6, max(most, 2) - 0.4)
+    figure.tight_layout()
+    return figure
+
+
+def null_effect(measure: str) -> float:
+    """The effect that means no effect: 1 for a ratio, 0 otherwise."""
+    return 1.0 if "ratio" in measure else 0.0
+
+
+def findings_chart(findings: list[Finding]) -> str:
+    return figure_png(findings_figure(findings))
+
+
+def findings_figure(findings: list[Finding]):
+    """Each significant finding's effect and 95% interval as a bar (a forest plot), one panel per effect measure
+    (their scales differ), the line of no effect dashed, by rank from the top."""
+    plt = pyplot()
+    measures = list(dict.fromkeys(f.effect_measure for f in findings))
+    counts = [sum(f.effect_measure == m for f in findings) for m in measures]
+    figure, axes = plt.subplots(len(measures), 1, squeeze=False, figsize=(7.5, 0.8 * len(measures) + ROW_INCHES *
+                                                                          sum(max(c, 1) for c in counts)),
+                                gridspec_kw={"height_ratios": [max(c, 1) for c in counts]})
+    for axis, measure in zip(axes[:, 0], measures):
+        shown = [f for f in findings if f.effect_measure == measure]
+        positions = list(range(len(shown)))[::-1]
+        effects = [f.effect or 0.0 for f in shown]
+        below = [max(e - (f.ci_low if f.ci_low is not None else e), 0) for e, f in zip(effects, shown)]
+        above = [max((f.ci_high if f.ci_high is not None else e) - e, 0) for e, f in zip(effects, shown)]
+        axis.errorbar(effects, positions, xerr=[below, above], fmt="o", color="#1f6f3f", ecolor="#1f6f3f",
+                      elinewidth=3, capsize=4)
+        axis.axvline(null_effect(measure), color="#888", linestyle="--", linewidth=1)
+        axis.set_yticks(positions, [chart_text(f"{f.rank or ''}. {f.subject} ({f.target}), n = {f.n}", 40)
+                                    for f in shown], fontsize=7)
+        axis.set_ylim(-0.6, len(shown) - 0.4)
+        axis.set_xlabel(chart_text(f"{measure} (95% interval)", 60, 1), fontsize=8)
+        axis.tick_params(axis="x", labelsize=7)
+    axes[0, 0].set_title("headline findings: effect and 95% interval", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def findings_section(findings: list[Finding] | None, schema: str, name: str) -> str:
+    """The section the page starts with: the significant findings by rank (chart and table), then the others
+    marked not significant; or that nothing stands out; or, without a findings table, that the summary below is
+    not tested."""
+    if findings is None:
+        return (f'<h3>Headline findings</h3><p class="no-findings">This pipeline has no findings table '
+                f"({html.escape(schema)}.{html.escape(name)}_findings): the partition was analysed before findings "
+                "were tested. The summary below is shown as written, without significance tests.</p>")
+    significant = [f for f in findings if f.significant]
+    others = [f for f in findings if not f.significant]
+    parts = ["<h3>Headline findings</h3>", f'<p class="significance">{html.escape(SIGNIFICANCE)}</p>']
+    if significant:
+        parts.append(findings_chart(significant[:SHOWN_FINDINGS]) + html_table(
+            ["rank", "finding", "effect", "measure", "95% CI", "q", "n"],
+            [(f.rank, f.sentence, f.effect, f.effect_measure, f.interval(), f.q_value, f.n)
+             for f in significant[:SHOWN_FINDINGS]]))
+    else:
+        parts.append(f'<p class="nothing">Nothing stands out: none of the {len(findings)} figures tested in this '
+                     "partition is significant.</p>")
+    if others:
+        rows = "".join(
+            f'<tr class="not-significant"><td>not significant</td><td>{cell(f.kind)}</td><td>{cell(f.sentence)}</td>'
+            f"<td>{cell(f.effect)}</td><td>{cell(f.interval())}</td><td>{cell(f.p_value)}</td>"
+            f"<td>{cell(f.q_value)}</td><td>{cell(f.n)}</td></tr>" for f in others[:SHOWN_FINDINGS])
+        parts.append(f"<details><summary>{len(others)} figures chance can explain (not significant)</summary>"
+                     "<table><thead><tr><th></th><th>kind</th><th>figure</th><th>effect</th><th>95% CI</th>"
+                     f"<th>p</th><th>q</th><th>n</th></tr></thead><tbody>{rows}</tbody></table></details>")
+    return "".join(parts)
 
 
 def partitions_text(count: int) -> str:
@@ -81,9 +185,9 @@ def mix_chart(history: list[tuple], label_set: str) -> str:
     bottom = [0.0] * len(partitions)
     for label in labels:
         shares = [sum(h[2] for h in history if h[0] == p and h[1] == label) / totals[p] for p in partitions]
-        axis.bar([p.strftime("%m-%d") for p in partitions], shares, bottom=bottom, label=label)
+        axis.bar([p.strftime("%m-%d") for p in partitions], shares, bottom=bottom, label=chart_text(label))
         bottom = [b + s for b, s in zip(bottom, shares)]
-    axis.set_title(f"{label_set} label mix, last {partitions_text(len(partitions))}")
+    axis.set_title(chart_text(f"{label_set} label mix, last {partitions_text(len(partitions))}", 60, 1))
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     return figure_png(figure)
 
@@ -94,7 +198,8 @@ def quality_chart(series: dict[str, list[tuple]]) -> str:
     figure, axis = plt.subplots(figsize=(6, 3))
     for name, points in series.items():
         points = sorted(points)
-        axis.plot([p.strftime("%m-%d") for p, _ in points], [v for _, v in points], marker="o", label=name)
+        axis.plot([p.strftime("%m-%d") for p, _ in points], [v for _, v in points], marker="o",
+                  label=chart_text(name))
     axis.set_ylim(-0.02, 1.02)
     axis.set_title("quality per partition")
     axis.tick_params(axis="x", labelrotation=30, labelsize=7)
@@ -120,7 +225,8 @@ def cluster_map(points, names: list[str]) -> str:
     names_array = np.asarray(names)
     for name in sorted(set(names), key=lambda n: (int(n.split(":", 1)[0]) if n.split(":", 1)[0].isdigit() else 0, n)):
         chosen = names_array == name
-        axis.scatter(points[chosen, 0], points[chosen, 1], s=14, alpha=0.8, label=f"{name} ({int(chosen.sum())})")
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=14, alpha=0.8,
+                     label=chart_text(f"{name} ({int(chosen.sum())})", 40))
     axis.set_title("clusters on a 2-D map (PCA of the embeddings)")
     axis.set_xticks([])
     axis.set_yticks([])
@@ -216,6 +322,7 @@ def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
                           (partition,)).fetchone()
     target = target[0] if target else None
     parts = [f'<section class="pipeline"><h2>{html.escape(name)}, partition {partition.date()}</h2>',
+             findings_section(read_findings(conn, schema, name, partition), schema, name),
              f'<h3>Summary</h3><p class="summary">{html.escape(summary)}</p>']
     segments = conn.execute(sql.SQL(
         "select segment, segment_value, row_count, mean, stddev from {} where partition_start = %s and metric = %s "
@@ -264,7 +371,7 @@ def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
             "order by recorded_at desc limit 1").format(db.qualified(schema, "runs")), (name, partition)).fetchone()
         counted = ""
         if budget:
-            explained, skipped = budget
+            explained, skipped = (html.escape(str(v)) for v in budget)  # runs.timings is JSON anyone may write
             spent = (f", {skipped} skipped: the word-explanation budget (explain.words.max_infer_share) was spent"
                      if skipped != "0" else "")
             counted = f'<p class="budget">{explained} sampled rows explained{spent}.</p>'
@@ -278,7 +385,8 @@ def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
 
 STYLE = ("body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
          "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:left}th{background:#f0f0f0}"
-         "img{max-width:100%}.summary{max-width:70em}mark{padding:0 2px}")
+         "img{max-width:100%}.summary{max-width:70em}mark{padding:0 2px}"
+         ".not-significant{color:#777}.not-significant td:first-child{font-style:italic}")
 
 
 LOADED_STATUSES = ("success", "released")  # a run with these published its partition's insight tables

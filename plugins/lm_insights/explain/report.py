@@ -1,12 +1,71 @@
-"""A plain-text report of the insight tables: recent runs, each pipeline's latest summary and segment table."""
+"""A plain-text report of the insight tables: recent runs, then per pipeline its headline findings (the
+significant ones of ``<pipeline>_findings`` by rank), its latest summary and segment table."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from psycopg import sql
 
 from lm_insights.runtime import db
 
 DEFAULT_SCHEMA = "insights"
+FINDING_FIELDS = ("kind", "subject", "target", "effect", "effect_measure", "ci_low", "ci_high", "p_value", "q_value",
+                  "n", "significant", "rank", "sentence")
+SIGNIFICANCE = ("Significant: the finding's q-value (its p-value adjusted for everything tested in the partition, "
+                "Benjamini-Hochberg) is at most the spec's insights.fdr (default 0.05), its effect reaches "
+                "insights.min_effect and each group compared has insights.min_group_rows rows; anything else could "
+                "be chance. Change these in the pipeline's spec (docs/findings.md).")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A row of ``<pipeline>_findings``."""
+    kind: str
+    subject: str
+    target: str
+    effect: float | None
+    effect_measure: str
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    q_value: float | None
+    n: int | None
+    significant: bool
+    rank: int | None
+    sentence: str
+
+    def interval(self) -> str:
+        if self.ci_low is None or self.ci_high is None:
+            return ""
+        return f"{self.ci_low:.3g} to {self.ci_high:.3g}"
+
+
+def read_findings(conn, schema: str, name: str, partition) -> list[Finding] | None:
+    """The partition's findings, significant ones first by rank, then by q-value; None when the pipeline has no
+    findings table (runs from before findings were tested)."""
+    if not db.table_exists(conn, schema, f"{name}_findings"):
+        return None
+    rows = conn.execute(sql.SQL(
+        "select {} from {} where partition_start = %s order by significant desc nulls last, rank nulls last, "
+        "q_value nulls last, p_value nulls last, kind, subject").format(
+        db.columns_sql(list(FINDING_FIELDS)), db.qualified(schema, f"{name}_findings")), (partition,)).fetchall()
+    return [Finding(*row[:10], bool(row[10]), *row[11:]) for row in rows]
+
+
+def findings_text(findings: list[Finding] | None, schema: str, name: str, shown: int = 10) -> list[str]:
+    """The headline lines of the text report: the significant findings by rank, or why there are none."""
+    if findings is None:
+        return [f"No findings table ({schema}.{name}_findings): this partition was analysed before findings were "
+                "tested; its summary below is not checked for significance."]
+    significant = [f for f in findings if f.significant]
+    if not significant:
+        return [f"Nothing stands out: none of the {len(findings)} figures tested is significant.", SIGNIFICANCE]
+    rows = [(f.rank, f.kind, f.sentence, f.effect, f.effect_measure, f.interval(), f.q_value, f.n)
+            for f in significant[:shown]]
+    return ["Headline findings (significant, strongest first):",
+            table(["rank", "kind", "finding", "effect", "measure", "95% CI", "q", "n"], rows),
+            f"{len(findings) - len(significant)} other figures tested are not significant. {SIGNIFICANCE}"]
 
 
 def table(headers: list[str], rows: list[tuple]) -> str:
@@ -57,7 +116,8 @@ def render_text(conn, schema: str = DEFAULT_SCHEMA) -> str:
         drivers = conn.execute(sql.SQL(
             "select field, importance, direction, method from {} where partition_start = %s "
             "order by importance desc limit 5").format(db.qualified(schema, f"{name}_drivers")), (latest,)).fetchall()
-        parts += [f"\n== {name}, partition {latest.date()} ==", summary, "",
+        parts += [f"\n== {name}, partition {latest.date()} ==",
+                  *findings_text(read_findings(conn, schema, name, latest), schema, name), "", summary, "",
                   table(["segment", "value", "metric", "count", "mean", "variance", "stddev"], segments), "",
                   table(["driver", "importance", "direction", "method"], drivers)]
         # pipelines with trained heads (lm.heads); the guard's check rows share the table and have no head
