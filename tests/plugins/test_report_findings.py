@@ -43,9 +43,24 @@ def create_pipeline(conninfo: str, name: str, findings: bool, timings: dict) -> 
             conn.execute(f"insert into insights.{name}_segments values (%s, 'category', %s, 'amount', %s, %s, 1, 1, "
                          "%s)", (DAY, value, 10 + i, 100.0 + i, i))
         conn.execute(f"create table insights.{name}_drivers (partition_start timestamptz, field text, "
-                     "importance float8, direction text, method text, n bigint, target text)")
-        conn.execute(f"insert into insights.{name}_drivers values (%s, 'price', 0.3, 'falls', 'r2', 400, 'amount')",
-                     (DAY,))
+                     "importance float8, direction text, method text, n bigint, target text"
+                     + (", ci_low float8, ci_high float8, p_value float8, q_value float8, significant boolean)"
+                        if findings else ")"))
+        drivers = [("price", 0.3, "falls", 0.22, 0.38, 1e-9, 1e-8, True),
+                   ("channel", 0.004, "store", 0.0, 0.02, 0.3, 0.5, False)]
+        for field, importance, direction, *tested in drivers:
+            conn.execute(f"insert into insights.{name}_drivers (partition_start, field, importance, direction, "
+                         "method, n, target" + (", ci_low, ci_high, p_value, q_value, significant) values "
+                                                "(%s, %s, %s, %s, 'r2', 400, 'amount', %s, %s, %s, %s, %s)"
+                                                if findings else ") values (%s, %s, %s, %s, 'r2', 400, 'amount')"),
+                         (DAY, field, importance, direction, *(tested if findings else ())))
+        conn.execute(f"create table insights.{name}_rules (partition_start timestamptz, explains text, "
+                     "rule_order int, rule text, faithful boolean, fidelity float8, measure text, depth int, n bigint"
+                     + (", baseline float8, p_value float8)" if findings else ")"))
+        for order, (rule, faithful) in enumerate([("price <= 150 -> high", True), ("price > 150 -> low", True)]):
+            conn.execute(f"insert into insights.{name}_rules (partition_start, explains, rule_order, rule, faithful, "
+                         "fidelity, measure, depth, n) values (%s, 'demand', %s, %s, %s, 0.95, 'accuracy', 1, 400)",
+                         (DAY, order, rule, faithful))
         conn.execute(f"create table insights.{name}_rows (partition_start timestamptz, _row_number bigint, "
                      "text text)")
         conn.execute(f"create table insights.{name}_explanations (partition_start timestamptz, "
@@ -80,6 +95,11 @@ def test_the_report_starts_with_the_significant_findings_by_rank_and_marks_the_o
     assert page.rindex('<tr class="not-significant"><td>not significant</td>', 0, noise) > significant[-1]
     assert "1 figures chance can explain (not significant)" in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; sampled rows explained" in page
+    drivers = page[page.index("<h3>Drivers</h3>"):page.index("<h3>Rules")]
+    assert ('<tr class="significant"><td>significant</td><td>price</td><td>0.300</td><td>0.22 to 0.38</td>'
+            in drivers)
+    assert '<tr class="not-significant"><td>not significant</td><td>channel</td>' in drivers
+    assert "<th>held-out fidelity</th><th>majority rule</th><th>p</th>" in page
 
     lines = text.splitlines()
     first = lines.index("Headline findings (significant, strongest first):")
@@ -97,6 +117,9 @@ def test_without_a_findings_table_the_report_says_so_and_shows_the_summary(wareh
     assert "This pipeline has no findings table (insights.legacy_findings)" in page
     assert page.index("no findings table") < page.index("The summary as written.")
     assert "No findings table (insights.legacy_findings)" in text and "The summary as written." in text
+    drivers = page[page.index("<h3>Drivers</h3>"):page.index("<h3>Rules")]
+    assert "<td>price</td><td>0.300</td><td>falls</td>" in drivers and "significant" not in drivers
+    assert '<tr class="significant"><td>faithful</td><td>demand</td><td>price &lt;= 150 -&gt; high</td>' in page
 
 
 def test_nothing_stands_out_when_no_finding_is_significant():

@@ -17,7 +17,7 @@ import textwrap
 
 from psycopg import sql
 
-from lm_insights.explain.report import SIGNIFICANCE, Finding, read_findings
+from lm_insights.explain.report import SIGNIFICANCE, Finding, interval_text, read_findings
 from lm_insights.runtime import db
 
 HISTORY_PARTITIONS = 14  # partitions shown in the label-mix and quality charts
@@ -302,6 +302,51 @@ def cluster_points(conn, schema: str, name: str, partition) -> tuple[object, lis
     return project_2d(np.array([r[1] for r in rows], dtype="float32")), [r[0] for r in rows]
 
 
+def significance_mark(significant: bool | None) -> str:
+    return {True: "significant", False: "not significant"}.get(significant, "not tested")
+
+
+def drivers_table(conn, schema: str, name: str, partition) -> str:
+    """The strongest drivers; where the table has the findings' figures (interval, q, significant), each row says
+    whether it is significant, and the ones that are not are greyed."""
+    table = db.qualified(schema, f"{name}_drivers")
+    tested = "significant" in db.table_columns(conn, schema, f"{name}_drivers")
+    if not tested:
+        rows = conn.execute(sql.SQL("select field, importance, direction, method, n from {} where partition_start = %s "
+                                    "order by importance desc limit 8").format(table), (partition,)).fetchall()
+        return html_table(["field", "importance", "direction", "method", "n"], rows)
+    rows = conn.execute(sql.SQL(
+        "select significant, field, importance, ci_low, ci_high, q_value, direction, method, n from {} "
+        "where partition_start = %s order by significant desc nulls last, importance desc limit 8").format(table),
+        (partition,)).fetchall()
+    body = "".join(
+        f'<tr class="{"significant" if r[0] else "not-significant"}"><td>{significance_mark(r[0])}</td>'
+        + "".join(f"<td>{cell(v)}</td>" for v in (r[1], r[2]))
+        + f"<td>{cell(interval_text(r[3], r[4]))}</td>"
+        + "".join(f"<td>{cell(v)}</td>" for v in r[5:]) + "</tr>" for r in rows)
+    head = "".join(f"<th>{h}</th>" for h in ("", "field", "importance", "95% CI", "q", "direction", "method", "n"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def rules_table(conn, schema: str, name: str, partition) -> str:
+    """Every rule with its rule set's held-out fidelity, the majority rule's and the test's p-value (older tables:
+    the fidelity alone); rules of a rule set that is not faithful are greyed."""
+    table = db.qualified(schema, f"{name}_rules")
+    held_out = "baseline" in db.table_columns(conn, schema, f"{name}_rules")
+    figures = sql.SQL("baseline, p_value" if held_out else "null::float8, null::float8")
+    rows = conn.execute(sql.SQL(
+        "select faithful, explains, rule, fidelity, {figures}, measure, depth, n from {table} "
+        "where partition_start = %s order by explains, rule_order").format(figures=figures, table=table),
+        (partition,)).fetchall()
+    body = "".join(
+        f'<tr class="{"significant" if r[0] else "not-significant"}">'
+        f'<td>{"faithful" if r[0] else "not faithful"}</td>' + "".join(f"<td>{cell(v)}</td>" for v in r[1:]) + "</tr>"
+        for r in rows)
+    head = "".join(f"<th>{h}</th>" for h in ("", "explains", "rule", "held-out fidelity", "majority rule", "p",
+                                              "measure", "depth", "rows"))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
     """One pipeline's section for ``partition`` (default: its latest with a summary)."""
     def q(suffix: str) -> sql.Composed:
@@ -340,16 +385,9 @@ def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
     series = quality_series(conn, schema, name, history, label_segments, target)
     if any(series.values()):
         parts.append(f"<h3>Quality over the last {partitions_text(len(history))}</h3>{quality_chart(series)}")
-    drivers = conn.execute(sql.SQL("select field, importance, direction, method, n from {} where partition_start = %s "
-                                   "order by importance desc limit 8").format(q("drivers")), (partition,)).fetchall()
-    parts.append("<h3>Drivers</h3>" + html_table(["field", "importance", "direction", "method", "n"], drivers))
+    parts.append("<h3>Drivers</h3>" + drivers_table(conn, schema, name, partition))
     if exists("rules"):
-        rules = conn.execute(sql.SQL(
-            "select explains, rule, case when faithful then 'yes' else 'no' end, fidelity, measure, depth, n from {} "
-            "where partition_start = %s order by explains, rule_order").format(q("rules")), (partition,)).fetchall()
-        parts.append("<h3>Rules that reproduce the model</h3>"
-                     + html_table(["explains", "rule", "faithful", "fidelity", "measure", "depth", "rows fitted"],
-                                  rules))
+        parts.append("<h3>Rules that reproduce the model</h3>" + rules_table(conn, schema, name, partition))
     if exists("clusters"):
         clusters = conn.execute(sql.SQL(
             "select name, rows, share, representative_key, representative_text from {} where partition_start = %s "

@@ -36,9 +36,12 @@ class Finding:
     sentence: str
 
     def interval(self) -> str:
-        if self.ci_low is None or self.ci_high is None:
-            return ""
-        return f"{self.ci_low:.3g} to {self.ci_high:.3g}"
+        return interval_text(self.ci_low, self.ci_high)
+
+
+def interval_text(low: float | None, high: float | None) -> str:
+    """A 95% interval as "low to high" (empty when it was not measured)."""
+    return "" if low is None or high is None else f"{low:.3g} to {high:.3g}"
 
 
 def read_findings(conn, schema: str, name: str, partition) -> list[Finding] | None:
