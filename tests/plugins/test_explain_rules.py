@@ -70,7 +70,7 @@ def test_unfaithful_rules_are_stored_but_not_quoted():
     frame = pd.DataFrame({"price": rng.uniform(0, 100, 200), "label": rng.choice(["x", "y"], 200)})
     found = fit_rules(frame, "label", {"price": True}, "label", Rules(max_depth=1), explains="noise")
     assert not found.faithful and found.rules and found.fidelity < 0.8
-    [sentence] = rules_summary([found], Rules())
+    [sentence] = rules_summary([found], 0.8)
     assert sentence.startswith("No shallow rules reproduce the noise label faithfully")
     assert f"held-out accuracy {found.fidelity:.0%} against" in sentence and "on 200 rows" in sentence
     assert "below the floor of 80%" in sentence and "->" not in sentence

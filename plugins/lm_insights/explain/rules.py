@@ -413,7 +413,7 @@ def build_rules(spec: PipelineSpec, conn, partition: Partition) -> list[RuleSet]
     return rule_sets
 
 
-def rules_summary(rule_sets: list[RuleSet], settings: Rules, quoted: int = 2) -> list[str]:
+def rules_summary(rule_sets: list[RuleSet], min_fidelity: float, quoted: int = 2) -> list[str]:
     """Sentences for the summary: faithful rule sets quote their telling rule (:meth:`RuleSet.telling_rule`) and the
     largest others; the others say why they are not quoted."""
     sentences = []
@@ -425,10 +425,9 @@ def rules_summary(rule_sets: list[RuleSet], settings: Rules, quoted: int = 2) ->
             top = "; ".join(rule.text(s.explains) for rule in ordered[:quoted])
             sentences.append(f"Rules that reproduce {what} ({s.describe_fidelity()}): {top}.")
             continue
-        floor = f"{settings.min_fidelity:.0%}" if s.kind == "label" else f"{settings.min_fidelity:.2f}"
-        why = (f"below the floor of {floor}" if s.fidelity < settings.min_fidelity else
-               f"not better than the {'majority label' if s.kind == 'label' else 'mean'} beyond chance "
-               f"(p >= {settings.p_value:g})")
+        floor = f"{min_fidelity:.0%}" if s.kind == "label" else f"{min_fidelity:.2f}"
+        why = (f"below the floor of {floor}" if s.fidelity < min_fidelity else
+               f"not better than the {'majority label' if s.kind == 'label' else 'mean'} beyond chance")
         sentences.append(f"No shallow rules reproduce {what} faithfully ({s.describe_fidelity()}; {why}); they are "
                          "stored as not faithful and not quoted here.")
     return sentences

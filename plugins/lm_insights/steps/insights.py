@@ -293,7 +293,7 @@ def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key:
         summary = " ".join([summarize(spec, conn, partition, drivers, rejected),
                             *changes_summary(spec, conn, partition),
                             *clusters_summary(discovery, analysed),
-                            *rules_summary(rule_sets, spec.explain.rules)])
+                            *rules_summary(rule_sets, spec.explain.rules.min_fidelity)])
         if spec.lm.heads:
             measured = head_quality.build_quality(spec, conn, partition, heads or {})
             summary = " ".join([summary, *head_quality.sentences(spec, measured)])
