@@ -92,7 +92,8 @@ FEATURES = {"category": False, "price": True, "weight": True}
 def test_labels_independent_of_the_features_are_rarely_quoted_and_a_planted_rule_still_is():
     """The review's case: fitted and scored on the same rows, a label set whose majority covers 80% was 'faithful'
     in 60-70% of trials (141 of 200 here with the old code). Held out and tested against the majority rule,
-    at most 5% of null trials may quote rules; a planted rule (10% of rows, 10% of labels flipped, 400 rows) is quoted in 90%+ of seeds."""
+    at most 5% of null trials may quote rules; a planted rule (10% of rows, 10% of labels flipped, 400 rows) is
+    quoted in 90%+ of seeds."""
     trials = 100
     quoted = sum(fit_rules(null_frame(seed), "label", FEATURES, "label", Rules()).faithful for seed in range(trials))
     metric_quoted = sum(fit_rules(null_frame(seed), "units", FEATURES, "metric", Rules()).faithful

@@ -80,7 +80,8 @@ def test_all_gates_of_a_run_together_trip_at_most_at_the_stated_level_and_a_plan
     tripped = [c for c in checks if c.tripped]
     assert [(c.check, c.subject) for c in tripped] == [("label_mix", "sentiment")]
     assert tripped[0].details["family_checks"] == 5
-    assert tripped[0].details["family_p_value_threshold"] == pytest.approx(LEVEL / 5)  # the first Holm step is Bonferroni's
+    # the first Holm step is Bonferroni's
+    assert tripped[0].details["family_p_value_threshold"] == pytest.approx(LEVEL / 5)
 
 
 def test_a_check_whose_figure_stays_under_its_threshold_never_trips_however_small_its_p():

@@ -126,6 +126,8 @@ def test_nothing_stands_out_when_no_finding_is_significant():
     html = html_report.findings_section([Finding(*row[:10], False, None, row[12]) for row in FINDINGS], "s", "p")
     assert "Nothing stands out: none of the 4 figures tested in this partition is significant." in html
     assert "<img" not in html and html.count('class="not-significant"') == 4
+    assert "no figure was tested in this partition" in html_report.findings_section([], "s", "p")
+    assert report.findings_text([], "s", "p") == ["Nothing stands out: no figure was tested in this partition."]
 
 
 def overlapping_labels(figure) -> list[tuple[str, str]]:

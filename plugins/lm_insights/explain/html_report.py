@@ -148,9 +148,11 @@ def findings_section(findings: list[Finding] | None, schema: str, name: str) -> 
             ["rank", "finding", "effect", "measure", "95% CI", "q", "n"],
             [(f.rank, f.sentence, f.effect, f.effect_measure, f.interval(), f.q_value, f.n)
              for f in significant[:SHOWN_FINDINGS]]))
-    else:
+    elif findings:
         parts.append(f'<p class="nothing">Nothing stands out: none of the {len(findings)} figures tested in this '
                      "partition is significant.</p>")
+    else:
+        parts.append('<p class="nothing">Nothing stands out: no figure was tested in this partition.</p>')
     if others:
         rows = "".join(
             f'<tr class="not-significant"><td>not significant</td><td>{cell(f.kind)}</td><td>{cell(f.sentence)}</td>'

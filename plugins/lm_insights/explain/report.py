@@ -62,6 +62,8 @@ def findings_text(findings: list[Finding] | None, schema: str, name: str, shown:
         return [f"No findings table ({schema}.{name}_findings): this partition was analysed before findings were "
                 "tested; its summary below is not checked for significance."]
     significant = [f for f in findings if f.significant]
+    if not findings:
+        return ["Nothing stands out: no figure was tested in this partition."]
     if not significant:
         return [f"Nothing stands out: none of the {len(findings)} figures tested is significant.", SIGNIFICANCE]
     rows = [(f.rank, f.kind, f.sentence, f.effect, f.effect_measure, f.interval(), f.q_value, f.n)

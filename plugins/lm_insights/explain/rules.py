@@ -249,7 +249,8 @@ def held_out(matrix, outcome, kind: str, settings: Rules, seed: int = 0) -> Held
         fidelity, baseline = float(tree_right.mean()), float(majority_right.mean())
         gain, spread = fidelity - baseline, float(difference.std(ddof=1) / math.sqrt(n))
         values, counts = np.unique(outcome, return_counts=True)
-        return HeldOut(fidelity, baseline, gain, (gain - z * spread, gain + z * spread), p, str(values[counts.argmax()]))
+        return HeldOut(fidelity, baseline, gain, (gain - z * spread, gain + z * spread), p,
+                       str(values[counts.argmax()]))
     tree_error = (outcome - tree_prediction) ** 2
     majority_error = (outcome - majority_prediction) ** 2
     scale = float(majority_error.mean())
