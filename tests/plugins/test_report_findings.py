@@ -144,6 +144,7 @@ def overlapping_labels(figure) -> list[tuple[str, str]]:
 
 def test_long_category_names_are_wrapped_apart_and_dollar_signs_drawn_as_text(tmp_path):
     """A category value $\\foo$ made matplotlib's math text raise; long names overlapped on a rotated x axis."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     values = [r"$\foo$", "price $5 - $10", LONG, *(f"{LONG} {i}" for i in range(12))]
@@ -156,6 +157,19 @@ def test_long_category_names_are_wrapped_apart_and_dollar_signs_drawn_as_text(tm
     assert "\u2026" in labels[2] and labels[2].count("\n") == html_report.LABEL_LINES - 1
     assert labels[3].startswith("Home, garden") and labels[3].endswith("north-east) 0"), "start and end kept"
     assert len(set(labels)) == len(labels)
+    assert overlapping_labels(figure) == []
+    plt.close(figure)
+
+    tested = [Finding("segment", f"category = {values[2]}", "amount", 0.2, "relative difference of means", 0.1, 0.3,
+                      1e-4, 1e-3, 12, True, 1, "s"),
+              Finding("segment", f"category = {values[3]}", "amount", 0.01, "relative difference of means", -0.1, 0.1,
+                      0.8, 0.9, 13, False, None, "s")]
+    figure = html_report.segment_figure(segments, "amount", tested)
+    figure.savefig(tmp_path / "segments-marked.png", dpi=90)
+    colours = [bar.get_facecolor() for bar in figure.axes[0].patches]
+    significant, other = (matplotlib.colors.to_rgba(c) for c in (html_report.SIGNIFICANT_COLOUR,
+                                                                  html_report.OTHER_COLOUR))
+    assert colours[2] == significant and colours.count(significant) == 1 and colours.count(other) == len(values) - 1
     assert overlapping_labels(figure) == []
     plt.close(figure)
 

@@ -67,14 +67,20 @@ def cell(value: object) -> str:
     return html.escape(str(value))
 
 
-def segment_chart(segments: list[tuple], target: str) -> str:
-    return figure_png(segment_figure(segments, target))
+def segment_chart(segments: list[tuple], target: str, findings: list[Finding] | None = None) -> str:
+    return figure_png(segment_figure(segments, target, findings))
 
 
-def segment_figure(segments: list[tuple], target: str):
+SIGNIFICANT_COLOUR, OTHER_COLOUR = "#2f6fb0", "#b8b8b8"
+
+
+def segment_figure(segments: list[tuple], target: str, findings: list[Finding] | None = None):
     """Horizontal bars of the target's mean per segment value (one row each, so long names never overlap), one
-    panel per segment, standard deviation as error bars and each value's rows at its bar."""
+    panel per segment, standard deviation as error bars and each value's rows at its bar. With the partition's
+    ``findings``, a value whose difference from the other rows is a significant segment finding is drawn in colour
+    and every other value in grey (not significant, or not tested)."""
     plt = pyplot()
+    significant = {f.subject for f in findings or () if f.kind == "segment" and f.target == target and f.significant}
     names = list(dict.fromkeys(s[0] for s in segments))
     most = max(sum(1 for s in segments if s[0] == name and s[2]) for name in names)
     figure, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 0.9 + ROW_INCHES * max(most, 2)),
@@ -82,16 +88,25 @@ def segment_figure(segments: list[tuple], target: str):
     for axis, name in zip(axes[0], names):
         rows = [s for s in segments if s[0] == name and s[2]]
         positions = list(range(len(rows)))[::-1]  # the first value on top
-        axis.barh(positions, [r[3] or 0 for r in rows], xerr=[r[4] or 0 for r in rows], capsize=3,
-                  color="#4c78a8")
+        colours = [SIGNIFICANT_COLOUR if findings is None or f"{name.split(':', 1)[-1]} = {r[1]}" in significant
+                   else OTHER_COLOUR for r in rows]
+        axis.barh(positions, [r[3] or 0 for r in rows], xerr=[r[4] or 0 for r in rows], capsize=3, color=colours)
         axis.set_yticks(positions, [chart_text(r[1]) for r in rows], fontsize=7)
-        for position, row in zip(positions, rows):
+        for position, row, colour in zip(positions, rows, colours):
             axis.annotate(f"n = {row[2]}", (0, position), xytext=(3, 0), textcoords="offset points",
-                          va="center", fontsize=6, color="white")
+                          va="center", fontsize=6, color="white" if colour == SIGNIFICANT_COLOUR else "#222")
         axis.set_title(chart_text(f"{target} by {name.split(':', 1)[-1]}", 40, 1), fontsize=9)
         axis.tick_params(axis="x", labelsize=7)
         axis.set_ylim(-0.6, max(most, 2) - 0.4)
-    figure.tight_layout()
+    if findings is not None:
+        from matplotlib.patches import Patch
+
+        figure.legend(handles=[Patch(color=SIGNIFICANT_COLOUR, label="differs from the other rows (significant)"),
+                               Patch(color=OTHER_COLOUR, label="not significant, or too few rows to test")],
+                      loc="lower center", ncol=2 if len(names) > 1 else 1, fontsize=7, frameon=False)
+        figure.tight_layout(rect=(0, 0.1 if len(names) == 1 else 0.06, 1, 1))
+    else:
+        figure.tight_layout()
     return figure
 
 
@@ -368,14 +383,15 @@ def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
     target = conn.execute(sql.SQL("select target from {} where partition_start = %s limit 1").format(q("drivers")),
                           (partition,)).fetchone()
     target = target[0] if target else None
+    findings = read_findings(conn, schema, name, partition)
     parts = [f'<section class="pipeline"><h2>{html.escape(name)}, partition {partition.date()}</h2>',
-             findings_section(read_findings(conn, schema, name, partition), schema, name),
+             findings_section(findings, schema, name),
              f'<h3>Summary</h3><p class="summary">{html.escape(summary)}</p>']
     segments = conn.execute(sql.SQL(
         "select segment, segment_value, row_count, mean, stddev from {} where partition_start = %s and metric = %s "
         "order by segment, segment_order, segment_value").format(q("segments")), (partition, target)).fetchall()
     if segments:
-        parts.append(f'<h3>Segments</h3>{segment_chart(segments, target)}')
+        parts.append(f'<h3>Segments</h3>{segment_chart(segments, target, findings)}')
     history = recent_partitions(conn, schema, name, partition, HISTORY_PARTITIONS)
     label_segments = sorted({s[0] for s in segments if s[0].startswith("label:")})
     for segment in label_segments:
