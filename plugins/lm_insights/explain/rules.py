@@ -238,7 +238,7 @@ def held_out(matrix, outcome, kind: str, settings: Rules, seed: int = 0) -> Held
             majority_prediction[test] = values[counts.argmax()]
         else:
             majority_prediction[test] = outcome[train].mean()
-    z = stats.norm.ppf(0.975)
+    z = float(stats.norm.ppf(0.975))
     if kind == "label":
         tree_right, majority_right = tree_prediction == outcome, majority_prediction == outcome
         only_tree = int((tree_right & ~majority_right).sum())
