@@ -132,6 +132,11 @@ def test_a_rule_set_is_a_rule_finding_with_its_held_out_gain_interval_and_n():
     assert not weak["significant"] and weak["ci_low"] <= 0 and weak["p_value"] > 0.05
     assert (strong["partition_start"], strong["partition_end"]) == (partition.start, partition.end)
 
+    [metric] = rule_findings([fit_rules(frame, "units", FEATURES, "metric", Rules())], partition)
+    assert metric["significant"] and metric["effect_measure"] == "held-out r2 against the mean"
+    assert 0.5 < metric["ci_low"] < 0.95 < metric["effect"] <= 1 and metric["target"] == "units"
+    assert "category = Toys" in metric["subject"], "the rule whose mean is furthest from the overall mean"
+
 
 def test_conditions_merge_per_column():
     path = [("price", None, "right", 100.0), ("price", None, "left", 250.0), ("category", "Toys", "left", 0.5),

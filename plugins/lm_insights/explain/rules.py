@@ -55,8 +55,8 @@ class HeldOut:
 
     Labels: ``fidelity`` and ``baseline`` are accuracies, ``gain`` their difference. Metric: ``fidelity`` is the
     held-out R² (1 - the tree's squared error / the fold means' squared error), ``baseline`` is 0 (the mean) and
-    ``gain`` equals ``fidelity``. ``gain_ci``: the 95% interval of ``gain`` (paired normal approximation);
-    ``p_value``: one-sided, that the tree is no better than the majority rule."""
+    ``gain`` equals ``fidelity``. ``gain_ci``: the 95% interval of ``gain`` (paired normal approximation, R²
+    capped at 1); ``p_value``: one-sided, that the tree is no better than the majority rule."""
     fidelity: float
     baseline: float
     gain: float
@@ -259,8 +259,8 @@ def held_out(matrix, outcome, kind: str, settings: Rules, seed: int = 0) -> Held
     spread = float(reduction.std(ddof=1) / math.sqrt(n))
     p = float(stats.ttest_1samp(reduction, 0.0, alternative="greater").pvalue) if spread > 0 else \
         (0.0 if fidelity > 0 else 1.0)
-    return HeldOut(fidelity, 0.0, fidelity, (fidelity - z * spread, fidelity + z * spread), p,
-                   f"{float(outcome.mean()):.1f}")
+    return HeldOut(fidelity, 0.0, fidelity, (fidelity - z * spread, min(fidelity + z * spread, 1.0)), p,
+                   f"{float(outcome.mean()):.1f}")  # R² is at most 1
 
 
 def fit_rules(frame, outcome_column: str, features: dict[str, bool], kind: Literal["label", "metric"],
