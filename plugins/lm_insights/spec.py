@@ -27,6 +27,10 @@ LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "entropy", "top_field",
 # ... and per learned head <head>_<suffix> (learn/heads.py), e.g. learned_sentiment_probability.
 HEAD_COLUMN_SUFFIXES = {"classification": ("label", "probability", "margin", "entropy"),
                         "regression": ("prediction", "prediction_low", "prediction_high")}
+# A pipeline's tables are <name>_<table>, its held partitions wait in <name>_quarantine_<table>: a pipeline named
+# x_quarantine would share x's. Names may not end so, nor hold "__" (it separates the name in staging tables and
+# in the <name>__train DAG).
+RESERVED_NAME_ENDINGS = ("_quarantine",)
 RESERVED_LABELS = ("uncertain", "unknown")  # written by the platform: below min_margin / NULL segment value
 DEFAULT_PIPELINES_DIR = Path(__file__).resolve().parents[2] / "dags" / "pipelines"
 
@@ -384,6 +388,9 @@ class PipelineSpec(_Strict):
     def _name_is_identifier(cls, value: str) -> str:
         if not IDENTIFIER.match(value):
             raise ValueError(f"{value!r} is not a lowercase identifier (letters, digits, '_')")
+        if "__" in value or value.endswith(RESERVED_NAME_ENDINGS):
+            raise ValueError(f"{value!r}: a name may not contain '__' or end in {' or '.join(RESERVED_NAME_ENDINGS)}"
+                             " (reserved for the platform's tables and DAGs of another pipeline); rename it")
         return value
 
     @model_validator(mode="after")
