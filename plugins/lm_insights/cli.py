@@ -316,8 +316,24 @@ def clean_staging(older_than: str) -> None:
     except ValueError as exc:
         raise SystemExit(f"lm-insights clean-staging: --older-than {exc}") from None
     server, _ = local_env.prepare()
-    dropped = sweep(local_env.warehouse_conninfo(server), age)
+    try:
+        dropped = sweep(local_env.warehouse_conninfo(server), age, dag_run_is_live)
+    except ValueError as exc:
+        raise SystemExit(f"lm-insights clean-staging: --older-than {exc}") from None
     say(f"dropped {len(dropped)} staging tables older than {older_than}" + "".join(f"\n  {t}" for t in dropped))
+
+
+def dag_run_is_live(dag_id: str, run_id: str) -> bool:
+    """Whether Airflow's metadata database calls the DAG run queued or running."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.scalar(select(func.count()).select_from(DagRun).where(
+            DagRun.dag_id == dag_id, DagRun.run_id == run_id,
+            DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING]))) > 0
 
 
 def similar_rows(name: str, query: str, limit: int, conn: str = "warehouse") -> None:
