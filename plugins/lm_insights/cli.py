@@ -472,12 +472,15 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "init-pipeline":
         init_pipeline_command(args)
     elif args.command == "up":
-        local_env.prepare()
+        _, env = local_env.prepare()
         host = local_env.ui_host()
         say(f"starting airflow standalone on http://{host}:{local_env.UI_PORT} (Ctrl-C stops it; `make stop` stops "
             "the database)")
+        say(f"log in as {local_env.ADMIN_USER} with the password in "
+            f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']} (readable by you only)")
         if local_env.is_loopback(host):
-            say("reachable from this machine only; LM_INSIGHTS_UI_HOST=0.0.0.0 make up exposes it (with logins)")
+            say("reachable from this machine only; LM_INSIGHTS_UI_HOST=0.0.0.0 make up exposes it (plain HTTP: "
+                "see docs/security.md)")
         venv_bin = os.path.dirname(sys.executable)
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
         os.execve(os.path.join(venv_bin, "airflow"), ["airflow", "standalone"], os.environ)

@@ -33,6 +33,8 @@ def test_report_tab_on_the_dag_run_page_shows_that_runs_report(api, warehouse):
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2600})
+            # logged in as the admin (the UI reads the token from this cookie, as after its login form)
+            page.context.add_cookies([{"name": "_token", "value": api.token(), "url": api.api_url}])
             page.set_default_timeout(60_000)
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"{api.api_url}/dags/{PIPELINE}/runs/{run['dag_run_id']}", wait_until="networkidle")
