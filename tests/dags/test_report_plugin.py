@@ -109,3 +109,55 @@ def test_report_tab_and_insights_report_read_and_write_each_specs_own_sink(clien
         with psycopg.connect(conninfo) as conn:
             assert conn.execute(f"select count(*) from {schema}.reports where run_id = 'manual__sinks'").fetchone() == (
                 1,), schema
+
+
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+
+
+@pytest.fixture
+def fab_client(airflow_db, monkeypatch):
+    """The api-server in-process with the FAB auth manager (per-DAG roles), its tables in the metadata database."""
+    from airflow.api_fastapi.app import create_app, get_auth_manager, purge_cached_app
+    from airflow.providers.fab.auth_manager.models.db import FABDBManager
+    from airflow.utils.session import create_session
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", FAB_AUTH_MANAGER)
+    purge_cached_app()
+    with create_session() as session:
+        FABDBManager(session).initdb()
+    yield TestClient(create_app("all")), get_auth_manager()
+    purge_cached_app()  # later tests get the session's SimpleAuthManager again
+
+
+def fab_user(auth, name: str, readable_dags: list[str]) -> dict[str, str]:
+    """A FAB user whose role may read the runs of ``readable_dags`` only; the Authorization header of its token."""
+    with auth.flask_app.app_context():
+        security = auth.security_manager
+        role = security.add_role(f"{name}_role")
+        for resource in ["DAG Runs", *(f"DAG:{dag_id}" for dag_id in readable_dags)]:
+            security.add_permission_to_role(role, security.create_permission("can_read", resource))
+        user = security.add_user(name, name.title(), "Viewer", f"{name}@example.com", role, password="not-used-here")
+    return {"Authorization": f"Bearer {auth.generate_jwt(user)}"}
+
+
+def test_with_per_dag_roles_a_viewer_reads_only_the_reports_of_the_pipelines_their_role_may_read(fab_client):
+    from lm_insights.airflow_dag import conninfo_for
+
+    fab_client, auth = fab_client
+    pages = {name: store_page(conninfo_for("warehouse"), "insights", "insights_report", "manual__fab", name)
+             for name in ("customer_reviews", "product_sales")}
+    store_page(conninfo_for("warehouse"), "insights", "customer_reviews", "manual__reviews", "customer_reviews")
+    sales_viewer = fab_user(auth, "ana", ["product_sales", "insights_report"])
+    nobody = fab_user(auth, "bea", ["insights_report"])
+
+    page = fab_client.get("/lm-insights/report/insights_report/manual__fab", headers=sales_viewer)
+    assert page.status_code == 200 and page.text.count("<iframe sandbox") == 1
+    assert html.escape(pages["product_sales"], quote=True) in page.text
+    assert "customer_reviews page" not in html.unescape(page.text), "a pipeline her role may not read"
+    assert fab_client.get("/lm-insights/report/customer_reviews/manual__reviews",
+                          headers=sales_viewer).status_code == 403, "that pipeline's own run page: refused"
+
+    refused = fab_client.get("/lm-insights/report/insights_report/manual__fab", headers=nobody)
+    assert refused.status_code == 403 and "page</p>" not in html.unescape(refused.text)
+    assert "your role may read none of them" in html.unescape(refused.text)
