@@ -534,17 +534,17 @@ def parse_template(template: str) -> list[tuple[str, str | None, str]]:
             pieces.append((piece[0], None, ""))
         elif piece == "{":
             raise TemplateError(f"text.template: expected '}}' after the '{{' at character {match.start()} of "
-                             f"{template!r}; write {{{{ for a literal brace")
+                                f"{template!r}; write {{{{ for a literal brace")
         elif piece == "}":
-            raise TemplateError(f"text.template: a single '}}' at character {match.start()} of {template!r}; write "
-                             "}} for a literal brace")
+            raise TemplateError(f"text.template: a single '}}' at character {match.start()} of {template!r}; "
+                                "write }} for a literal brace")
         elif field is None:
             pieces.append((piece, None, ""))
         else:
             name, _, format_spec = field.partition(":")
             if not IDENTIFIER.match(name):
-                raise TemplateError(f"text.template: placeholders name a column, e.g. {{price}} or {{price:.2f}}; got "
-                                 f"{{{field}}} (no attributes, indexes or conversions)")
+                raise TemplateError(f"text.template: placeholders name a column, e.g. {{price}} or {{price:.2f}}; "
+                                    f"got {{{field}}} (no attributes, indexes or conversions)")
             pieces.append(("", name, format_spec))
     return pieces
 
