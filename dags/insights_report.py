@@ -3,8 +3,9 @@
 
 Data-aware: runs whenever a pipeline run has loaded its insight tables and recorded itself in `insights.runs`
 (an Airflow Asset per pipeline, updated by the run's record_run task).
-Writes the report of the latest partitions (as text, and as the HTML page the "LM insights report" tab shows) into
-`insights.reports` under this run, and the page of each triggering pipeline run's partition under that run.
+Writes the report of the latest partitions (as text, and as the HTML pages the "LM insights report" tab shows, one
+per pipeline) into each spec's sink (`<sink.schema>.reports` of `sink.conn_id`) under this run, and the page of each
+triggering pipeline run's partition under that run.
 """
 
 import datetime as dt
@@ -28,8 +29,8 @@ SPECS, _ = load_specs_isolated(Path(__file__).parent / "pipelines")  # invalid o
 )
 def insights_report():
     @task
-    def write_report() -> dict:
-        from lm_insights.explain.report import store_report
+    def write_report() -> list[dict]:
+        from lm_insights.explain.report import store_reports
 
         context = get_current_context()
         events = context["triggering_asset_events"]
@@ -37,8 +38,7 @@ def insights_report():
         # each pipeline run that triggered this one gets its partition's page, shown on its own DAG run page
         source_runs = sorted({(e.source_dag_id, e.source_run_id) for asset_events in events.values()
                               for e in asset_events if e.source_dag_id and e.source_run_id})
-        return store_report(conninfo_for("warehouse"), triggered_by, dag_id=context["dag"].dag_id,
-                            run_id=context["run_id"], source_runs=source_runs)
+        return store_reports(SPECS, conninfo_for, triggered_by, context["dag"].dag_id, context["run_id"], source_runs)
 
     write_report()
 

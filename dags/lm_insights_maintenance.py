@@ -4,12 +4,14 @@
 Daily housekeeping of the insight database. Drops the staging tables (`lm_staging.*`: full copies of a partition's
 source rows) that runs left behind when they were killed before their `record_run` task could drop them.
 
-A table goes when its run started more than `older_than` ago (Param, default `1d`; `30m`, `12h`, `2w` work too),
-so a run that is still working keeps its tables. The same from a shell: `lm-insights clean-staging --older-than 1d`.
+A table goes when its run started more than `older_than` ago (Param, default `1d`; `12h`, `2w` work too; at least
+`1h`) and Airflow does not call that run queued or running: a run that is still working keeps its tables, however
+long it takes. The same from a shell: `lm-insights clean-staging --older-than 1d`.
 """
 
 import datetime as dt
 
+from airflow.exceptions import AirflowFailException
 from airflow.sdk import Param, dag, get_current_context, task
 
 from lm_insights.airflow_dag import conninfo_for
@@ -34,9 +36,17 @@ def lm_insights_maintenance():
     def clean_staging() -> dict:
         from lm_insights.steps.staging import clean_staging, parse_age
 
-        params = get_current_context()["params"]
-        age = parse_age(params["older_than"])
-        return {conn_id: clean_staging(conninfo_for(conn_id), age) for conn_id in params["conn_ids"]}
+        context = get_current_context()
+        params, ti = context["params"], context["ti"]
+
+        def is_running(dag_id: str, run_id: str) -> bool:
+            return ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["queued", "running"]) > 0
+
+        try:
+            age = parse_age(params["older_than"])
+            return {conn_id: clean_staging(conninfo_for(conn_id), age, is_running) for conn_id in params["conn_ids"]}
+        except ValueError as exc:  # a bad age: retrying cannot help
+            raise AirflowFailException(f"older_than: {exc}") from exc
 
     clean_staging()
 

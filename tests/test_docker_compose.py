@@ -255,8 +255,57 @@ def test_init_refuses_placeholder_secrets_before_touching_airflow(tmp_path):
     run = subprocess.run(["bash", str(INIT_SCRIPT)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 1
     assert ("placeholder: AIRFLOW__CORE__FERNET_KEY AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY "
-            "AIRFLOW_ADMIN_PASSWORD\n") in run.stdout, run.stdout  # WAREHOUSE_PASSWORD is set: not named
-    assert "migrating" not in run.stdout
+            "AIRFLOW_ADMIN_PASSWORD POSTGRES_PASSWORD REDIS_PASSWORD\n") in run.stdout, run.stdout  # WAREHOUSE_PASSWORD
+    assert "migrating" not in run.stdout  # is set: not named
+
+
+# what airflow-init.sh sees of each required secret of .env
+INIT_SECRETS = {"AIRFLOW_FERNET_KEY": "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_JWT_SECRET": "AIRFLOW__API_AUTH__JWT_SECRET",
+                "AIRFLOW_API_SECRET_KEY": "AIRFLOW__API__SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD": "AIRFLOW_ADMIN_PASSWORD",
+                "WAREHOUSE_PASSWORD": "WAREHOUSE_PASSWORD", "POSTGRES_PASSWORD": "POSTGRES_PASSWORD",
+                "REDIS_PASSWORD": "REDIS_PASSWORD"}
+
+
+@pytest.mark.parametrize("secret", REQUIRED_SECRETS)
+@pytest.mark.parametrize("placeholder", ["change-me-postgres-password", "password", "airflow"])
+def test_init_refuses_every_required_secret_left_a_placeholder(secret, placeholder, config, tmp_path):
+    init_var = INIT_SECRETS[secret]
+    assert init_var in config["services"]["airflow-init"]["environment"], f"airflow-init does not see {secret}"
+    fake_airflow = tmp_path / "bin" / "airflow"  # reached only when every secret passed
+    fake_airflow.parent.mkdir()
+    fake_airflow.write_text("#!/bin/sh\necho airflow was called\nexit 7\n")
+    fake_airflow.chmod(0o755)
+    env = {"PATH": f"{fake_airflow.parent}:{os.environ['PATH']}",
+           **{name: f"generated-{i}-d41d8cd98f00b204e9800998ecf8427e" for i, name in enumerate(INIT_SECRETS.values())}}
+    passed = subprocess.run(["bash", str(INIT_SCRIPT)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert passed.returncode == 7 and "airflow was called" in passed.stdout, passed.stdout + passed.stderr
+
+    refused = subprocess.run(["bash", str(INIT_SCRIPT)], capture_output=True, text=True,
+                             env=env | {init_var: placeholder}, cwd=tmp_path)
+    assert refused.returncode == 1 and f"placeholder: {init_var}\n" in refused.stdout, refused.stdout
+    assert "airflow was called" not in refused.stdout
+
+
+def test_every_published_port_binds_loopback_by_default(config):
+    for name, service in config["services"].items():
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+
+
+FAB = ROOT / "docker" / "compose.fab.yml"
+
+
+def test_fab_override_gives_every_airflow_service_the_fab_auth_manager():
+    result = run_compose("-f", str(FAB), "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    for name in AIRFLOW_SERVICES:
+        assert services[name]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"] == (
+            "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"), name
+    assert "apache-airflow-providers-fab==" in (ROOT / "requirements.txt").read_text(), "the image has the provider"
+    commands = init_script_commands()
+    assert any(re.fullmatch(r'airflow users create --username "\$\{AIRFLOW_ADMIN_USERNAME\}" .* --role Admin .*', c)
+               for c in commands), commands
 
 
 CPU_ONLY = ROOT / "docker" / "compose.cpu-only.yml"

@@ -316,8 +316,24 @@ def clean_staging(older_than: str) -> None:
     except ValueError as exc:
         raise SystemExit(f"lm-insights clean-staging: --older-than {exc}") from None
     server, _ = local_env.prepare()
-    dropped = sweep(local_env.warehouse_conninfo(server), age)
+    try:
+        dropped = sweep(local_env.warehouse_conninfo(server), age, dag_run_is_live)
+    except ValueError as exc:
+        raise SystemExit(f"lm-insights clean-staging: --older-than {exc}") from None
     say(f"dropped {len(dropped)} staging tables older than {older_than}" + "".join(f"\n  {t}" for t in dropped))
+
+
+def dag_run_is_live(dag_id: str, run_id: str) -> bool:
+    """Whether Airflow's metadata database calls the DAG run queued or running."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.scalar(select(func.count()).select_from(DagRun).where(
+            DagRun.dag_id == dag_id, DagRun.run_id == run_id,
+            DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING]))) > 0
 
 
 def similar_rows(name: str, query: str, limit: int, conn: str = "warehouse") -> None:
@@ -456,12 +472,15 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "init-pipeline":
         init_pipeline_command(args)
     elif args.command == "up":
-        local_env.prepare()
+        _, env = local_env.prepare()
         host = local_env.ui_host()
         say(f"starting airflow standalone on http://{host}:{local_env.UI_PORT} (Ctrl-C stops it; `make stop` stops "
             "the database)")
+        say(f"log in as {local_env.ADMIN_USER} with the password in "
+            f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']} (readable by you only)")
         if local_env.is_loopback(host):
-            say("reachable from this machine only; LM_INSIGHTS_UI_HOST=0.0.0.0 make up exposes it (with logins)")
+            say("reachable from this machine only; LM_INSIGHTS_UI_HOST=0.0.0.0 make up exposes it (plain HTTP: "
+                "see docs/security.md)")
         venv_bin = os.path.dirname(sys.executable)
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"  # standalone spawns `airflow`
         os.execve(os.path.join(venv_bin, "airflow"), ["airflow", "standalone"], os.environ)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
-import string
 import unicodedata
 from pathlib import Path
 from typing import Any, Literal
@@ -27,12 +26,20 @@ LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "entropy", "top_field",
 # ... and per learned head <head>_<suffix> (learn/heads.py), e.g. learned_sentiment_probability.
 HEAD_COLUMN_SUFFIXES = {"classification": ("label", "probability", "margin", "entropy"),
                         "regression": ("prediction", "prediction_low", "prediction_high")}
+# A pipeline's tables are <name>_<table>, its held partitions wait in <name>_quarantine_<table>: a pipeline named
+# x_quarantine would share x's. Names may not end so, nor hold "__" (it separates the name in staging tables and
+# in the <name>__train DAG).
+RESERVED_NAME_ENDINGS = ("_quarantine",)
 RESERVED_LABELS = ("uncertain", "unknown")  # written by the platform: below min_margin / NULL segment value
 DEFAULT_PIPELINES_DIR = Path(__file__).resolve().parents[2] / "dags" / "pipelines"
 
 
 class SpecError(ValueError):
     """A pipeline spec is invalid; the message names the file and the field."""
+
+
+class TemplateError(ValueError):
+    """A text template is malformed, or a row's value does not fit its placeholder (deterministic: no retry)."""
 
 
 class _Strict(BaseModel):
@@ -388,6 +395,9 @@ class PipelineSpec(_Strict):
     def _name_is_identifier(cls, value: str) -> str:
         if not IDENTIFIER.match(value):
             raise ValueError(f"{value!r} is not a lowercase identifier (letters, digits, '_')")
+        if "__" in value or value.endswith(RESERVED_NAME_ENDINGS):
+            raise ValueError(f"{value!r}: a name may not contain '__' or end in {' or '.join(RESERVED_NAME_ENDINGS)}"
+                             " (reserved for the platform's tables and DAGs of another pipeline); rename it")
         return value
 
     @model_validator(mode="after")
@@ -509,20 +519,43 @@ class PipelineSpec(_Strict):
         return list(dict.fromkeys(wanted))
 
 
+# One piece of a template: "{{" or "}}" (a literal brace), a placeholder "{column}" / "{column:format spec}", a lone
+# brace (an error), or text without braces.
+_TEMPLATE_PIECE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]|[^{}]+")
+
+
+def parse_template(template: str) -> list[tuple[str, str | None, str]]:
+    """``(literal text, column or None, format spec)`` per piece of a text template.
+
+    A placeholder is a plain column name with an optional format spec: ``{price}``, ``{price:.2f}``. Attribute or
+    index access (``{price.real}``, ``{row[0]}``), conversions (``{price!r}``) and nested fields are refused, so
+    rendering never looks anything up on a value (``string.Formatter`` would walk ``{id.__init__.__globals__}``).
+    """
+    pieces = []
+    for match in _TEMPLATE_PIECE.finditer(template):
+        piece, field = match.group(0), match.group(1)
+        if piece in ("{{", "}}"):
+            pieces.append((piece[0], None, ""))
+        elif piece == "{":
+            raise TemplateError(f"text.template: expected '}}' after the '{{' at character {match.start()} of "
+                                f"{template!r}; write {{{{ for a literal brace")
+        elif piece == "}":
+            raise TemplateError(f"text.template: a single '}}' at character {match.start()} of {template!r}; "
+                                "write }} for a literal brace")
+        elif field is None:
+            pieces.append((piece, None, ""))
+        else:
+            name, _, format_spec = field.partition(":")
+            if not IDENTIFIER.match(name):
+                raise TemplateError(f"text.template: placeholders name a column, e.g. {{price}} or {{price:.2f}}; "
+                                    f"got {{{field}}} (no attributes, indexes or conversions)")
+            pieces.append(("", name, format_spec))
+    return pieces
+
+
 def _template_fields(template: str) -> list[str]:
-    """The column names a format string reads (``{price:.2f}`` -> price; ``{{`` is a literal brace)."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"text.template: {exc} in {template!r}") from None
-    fields = []
-    for _, field, _, _ in parsed:
-        if field is not None:
-            name = re.split(r"[.\[]", field, maxsplit=1)[0]
-            if not name or name.isdigit():
-                raise ValueError(f"text.template: placeholders name a column, e.g. {{price}}; got {{{field}}}")
-            fields.append(name)
-    return fields
+    """The column names a template reads (``{price:.2f}`` -> price; ``{{`` is a literal brace)."""
+    return [field for _, field, _ in parse_template(template) if field is not None]
 
 
 # One value of every kind a column can bring: a format spec must fit at least one of them. Dates format with
@@ -533,7 +566,7 @@ SAMPLE_DATES = (dt.date(2026, 11, 1), dt.datetime(2026, 11, 1, 12, 30, tzinfo=dt
 
 def check_template_formats(template: str) -> None:
     """Each ``{column:spec}`` must format some kind of value: a typo such as ``{price:.2z}`` fails at load."""
-    for _, field, format_spec, _ in string.Formatter().parse(template):
+    for _, field, format_spec in parse_template(template):
         if field is None or not format_spec:
             continue
         errors = []

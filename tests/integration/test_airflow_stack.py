@@ -136,8 +136,8 @@ def test_report_dag_runs_after_the_pipeline_lands(api, two_shard_run, warehouse)
     events = api.request("GET", f"/api/v2/dags/{REPORT_DAG}/dagRuns/{report_run['dag_run_id']}/upstreamAssetEvents")
     assert {(e["name"], e["uri"], e["source_task_id"]) for e in events["asset_events"]} >= {
         ("insights.product_sales", "lm-insights://insights/product_sales", "record_run")}
-    result = api.request("GET", f"/api/v2/dags/{REPORT_DAG}/dagRuns/{report_run['dag_run_id']}/taskInstances/"
-                                "write_report/xcomEntries/return_value")["value"]
+    [result] = api.request("GET", f"/api/v2/dags/{REPORT_DAG}/dagRuns/{report_run['dag_run_id']}/taskInstances/"
+                                  "write_report/xcomEntries/return_value")["value"]  # one sink: insights
     with psycopg.connect(warehouse) as conn:
         triggered_by, report = conn.execute("select triggered_by, report from insights.reports where id = %s",
                                             (result["report_id"],)).fetchone()
@@ -146,7 +146,7 @@ def test_report_dag_runs_after_the_pipeline_lands(api, two_shard_run, warehouse)
     # the report is kept under this run, and the page of the triggering pipeline run under that run
     assert "two_queues" in result["pipeline_runs"]
     with psycopg.connect(warehouse) as conn:
-        own = conn.execute("select id from insights.reports where dag_id = %s and run_id = %s",
+        own = conn.execute("select id from insights.reports where dag_id = %s and run_id = %s and pipeline is null",
                            (REPORT_DAG, report_run["dag_run_id"])).fetchall()
         pipeline_page = conn.execute("select html, partition_start from insights.reports where dag_id = %s and "
                                      "run_id = 'two_queues' order by id desc limit 1", (PIPELINE,)).fetchone()

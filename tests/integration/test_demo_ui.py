@@ -81,6 +81,7 @@ def test_runs_page_in_the_browser_shows_no_run_longer_than_an_hour(demo_ui):
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.context.add_cookies([{"name": "_token", "value": stack.token(), "url": stack.api_url}])
             page.set_default_timeout(60_000)
             page.goto(f"{stack.api_url}/dags/product_sales/runs", wait_until="networkidle")
             page.get_by_text("backfill__", exact=False).first.wait_for()

@@ -33,11 +33,14 @@ def test_report_tab_on_the_dag_run_page_shows_that_runs_report(api, warehouse):
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2600})
+            # logged in as the admin (the UI reads the token from this cookie, as after its login form)
+            page.context.add_cookies([{"name": "_token", "value": api.token(), "url": api.api_url}])
             page.set_default_timeout(60_000)
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"{api.api_url}/dags/{PIPELINE}/runs/{run['dag_run_id']}", wait_until="networkidle")
             page.get_by_role("tab", name="LM insights report").or_(page.get_by_text("LM insights report")).first.click()
-            report = page.frame_locator("iframe").first
+            # the UI's frame of the tab, and in it the report's own sandboxed frame
+            report = page.frame_locator("iframe").first.frame_locator("iframe[sandbox]").first
             report.locator("h1", has_text="LM insights report").wait_for()
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(ARTIFACTS / "report_on_dag_run_page.png"), full_page=True)

@@ -46,9 +46,10 @@ def test_second_day_summary_says_what_changed_with_figures(warehouse_conninfo):
 
     stored = store_report(warehouse_conninfo, ["test"], dag_id="insights_report", run_id="report_1",
                           source_runs=[("product_sales", runs[0].run_id), ("product_sales", "no_such_run")])
-    assert stored["pipeline_runs"] == [runs[0].run_id]
-    with psycopg.connect(warehouse_conninfo) as conn:
-        page = conn.execute("select html from insights.reports where id = %s", (stored["report_id"],)).fetchone()[0]
+    assert stored["pipeline_runs"] == [runs[0].run_id] and stored["pipelines"] == ["product_sales"]
+    with psycopg.connect(warehouse_conninfo) as conn:  # one page per pipeline: the tab shows those a viewer may read
+        page, = conn.execute("select html from insights.reports where dag_id = 'insights_report' and run_id = "
+                             "'report_1' and pipeline = 'product_sales'").fetchone()
     assert page.startswith("<!doctype html>") and stored["html_chars"] == len(page)
     # segments, the positioning mix, quality over the partitions, the clusters' 2-D map
     assert page.count('<img alt="chart" src="data:image/png;base64,') == 4
@@ -62,19 +63,19 @@ def test_second_day_summary_says_what_changed_with_figures(warehouse_conninfo):
     assert "partition 2026-11-02" in page and "partition 2026-11-01" not in page
 
     # the DAG run page's tab: each run's own partition (stored by insights_report, or rendered now), never the newest
-    assert report_for_run(warehouse_conninfo, "insights_report", "report_1") == (200, page)
-    first_status, first_page = report_for_run(warehouse_conninfo, "product_sales", runs[0].run_id)
+    assert report_for_run(warehouse_conninfo, "insights_report", "report_1") == (200, [page])
+    first_status, [first_page] = report_for_run(warehouse_conninfo, "product_sales", runs[0].run_id)
     assert first_status == 200 and f"run {runs[0].run_id}, partition 2026-11-01" in first_page
     assert "product_sales, partition 2026-11-01</h2>" in first_page and "partition 2026-11-02" not in first_page
-    second_status, second_page = report_for_run(warehouse_conninfo, "product_sales", runs[1].run_id)
+    second_status, [second_page] = report_for_run(warehouse_conninfo, "product_sales", runs[1].run_id)
     assert second_status == 200 and "product_sales, partition 2026-11-02</h2>" in second_page
     assert "<h3>Quality over the last 2 partitions</h3>" in second_page
     assert "<h3>Quality over the last partition</h3>" in first_page, "history up to the run's own partition"
-    status, missing = report_for_run(warehouse_conninfo, "product_sales", "manual__not_run_yet")
+    status, [missing] = report_for_run(warehouse_conninfo, "product_sales", "manual__not_run_yet")
     assert status == 404 and "No report for run manual__not_run_yet of DAG product_sales" in missing
     with psycopg.connect(warehouse_conninfo) as conn:
         conn.execute("update insights.runs set status = 'quarantined' where run_id = %s", (runs[1].run_id,))
-    status, held = report_for_run(warehouse_conninfo, "product_sales", runs[1].run_id)
+    status, [held] = report_for_run(warehouse_conninfo, "product_sales", runs[1].run_id)
     assert status == 404 and "ended with status quarantined for partition 2026-11-02" in held
 
 

@@ -137,10 +137,10 @@ def test_label_mix_shift_is_quarantined_and_release_publishes_it_in_one_transact
 
     real_replace = gates.replace_interval
 
-    def fail_on_summaries(spec, conn, suffix, table, partition):
+    def fail_on_summaries(spec, conn, suffix, table, partition, keep=()):
         if suffix == "summaries":
             raise RuntimeError("connection lost half-way")
-        return real_replace(spec, conn, suffix, table, partition)
+        return real_replace(spec, conn, suffix, table, partition, keep)
 
     monkeypatch.setattr(gates, "replace_interval", fail_on_summaries)
     with pytest.raises(RuntimeError, match="half-way"):

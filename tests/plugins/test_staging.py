@@ -42,6 +42,10 @@ def test_a_failed_run_leaves_no_staging_table(warehouse):
     assert staging_tables(warehouse) == []
 
 
+def nothing_runs(dag_id: str, run_id: str) -> bool:
+    return False
+
+
 def test_the_janitor_drops_only_staging_older_than_the_age(warehouse):
     old = dataclasses.replace(Partition.day("2026-11-01"), run_id="killed__old")
     fresh = dataclasses.replace(Partition.day("2026-11-02"), run_id="running__fresh")
@@ -53,13 +57,13 @@ def test_the_janitor_drops_only_staging_older_than_the_age(warehouse):
         conn.execute("create table lm_staging.product_sales__20261001__extracted (x int)")  # from before the registry
     planted = staging_tables(warehouse)
 
-    assert clean_staging(warehouse, parse_age("1d")) == [staging_name(SPEC, old, "extracted")]
+    assert clean_staging(warehouse, parse_age("1d"), nothing_runs) == [staging_name(SPEC, old, "extracted")]
     assert staging_tables(warehouse) == [t for t in planted if t != staging_name(SPEC, old, "extracted")]
 
     with psycopg.connect(warehouse) as conn:  # an unregistered table is first seen now: it goes one age later
         conn.execute("update lm_staging.staging_runs set created_at = now() - interval '25 hours' "
                      "where stem = 'product_sales__20261001'")
-    assert clean_staging(warehouse, parse_age("1d")) == ["product_sales__20261001__extracted"]
+    assert clean_staging(warehouse, parse_age("1d"), nothing_runs) == ["product_sales__20261001__extracted"]
     assert staging_tables(warehouse) == [staging_name(SPEC, fresh, "extracted")]
 
 
@@ -72,3 +76,28 @@ def test_ages_read_as_a_number_and_a_unit(text, age):
 def test_a_bad_age_says_the_format():
     with pytest.raises(ValueError, match="a number and a unit s, m, h, d or w"):
         parse_age("yesterday")
+
+
+def test_the_janitor_never_drops_the_tables_of_a_run_airflow_calls_running(warehouse):
+    slow = dataclasses.replace(Partition.day("2026-11-01"), run_id="manual__slow_but_alive")
+    extract_partition(SPEC, warehouse, warehouse, slow)
+    with psycopg.connect(warehouse) as conn:  # it started two days ago and is still working
+        conn.execute("update lm_staging.staging_runs set created_at = now() - interval '2 days'")
+    asked = []
+
+    def airflow_says(dag_id: str, run_id: str) -> bool:
+        asked.append((dag_id, run_id))
+        return True
+
+    assert clean_staging(warehouse, parse_age("1d"), airflow_says) == []
+    assert asked == [("product_sales", "manual__slow_but_alive")]
+    assert staging_tables(warehouse) == [staging_name(SPEC, slow, "extracted")]
+    assert clean_staging(warehouse, parse_age("1d"), nothing_runs) == [staging_name(SPEC, slow, "extracted")]
+
+
+@pytest.mark.parametrize("age", ["0s", "30m", "59m"])
+def test_the_janitor_refuses_an_age_below_an_hour(warehouse, age):
+    extract_partition(SPEC, warehouse, warehouse, Partition.day("2026-11-01"))
+    with pytest.raises(ValueError, match="give 1h or more"):
+        clean_staging(warehouse, parse_age(age), nothing_runs)
+    assert staging_tables(warehouse) == [staging_name(SPEC, Partition.day("2026-11-01"), "extracted")]

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from decimal import Decimal
 
-from lm_insights.spec import PipelineSpec
-from lm_insights.steps.textualize import render
+import pytest
+from pydantic import ValidationError
+
 from lm_insights.core.values import format_value, template_version
+from lm_insights.spec import PipelineSpec, TemplateError, Text
+from lm_insights.steps.textualize import render
 
 
 def make_spec(template: str | None = None, columns=("product_name", "price", "units")) -> PipelineSpec:
@@ -87,3 +91,31 @@ def test_the_article_rows_as_the_shipped_template_writes_them():
                    "revenue": decimal.Decimal(price) * units[product]}
             assert render(spec, row) == ARTICLE_TEXTS[product], price
     assert [format_value(v) for v in (decimal.Decimal("100.00"), 1000, 800, 600)] == ["100", "1000", "800", "600"]
+
+
+SECRET = "fernet-key-that-must-stay-on-the-worker"
+HOSTILE_TEMPLATES = ["{product_name.__init__.__globals__[os].environ[LM_TEST_SECRET]}",
+                     "{price.__class__.__mro__[1].__subclasses__}", "{units[0]}", "{product_name!r}",
+                     "{price:{units}}", "{0}", "{}", "{product_name"]
+
+
+@pytest.mark.parametrize("template", HOSTILE_TEMPLATES)
+def test_a_placeholder_beyond_a_column_name_is_refused_at_validation(template):
+    with pytest.raises(ValidationError, match="text.template"):
+        make_spec(template)
+
+
+@pytest.mark.parametrize("template", HOSTILE_TEMPLATES)
+def test_rendering_never_reads_an_attribute_even_when_validation_was_bypassed(template, monkeypatch):
+    monkeypatch.setenv("LM_TEST_SECRET", SECRET)
+    spec = make_spec()
+    bypassed = spec.model_copy(update={"text": Text.model_construct(template=template, columns=["product_name"])})
+    with pytest.raises(TemplateError, match="text.template"):
+        render(bypassed, {"product_name": "A", "price": Decimal("1"), "units": 3})
+
+
+def test_a_value_that_does_not_fit_the_format_spec_names_the_row_and_column():
+    spec = make_spec("Product: {product_name}. Price: {price:.2f}.")
+    assert render(spec, {"product_name": "A", "price": Decimal("100.5")}) == "Product: A. Price: 100.50."
+    with pytest.raises(TemplateError, match=r"\{price:\.2f\} cannot format str value 'cheap' of sales row sale_id=7"):
+        render(spec, {"sale_id": 7, "product_name": "A", "price": "cheap"})

@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import textwrap
+from collections.abc import Callable
 
 from psycopg import sql
 
@@ -475,27 +476,34 @@ def no_report_page(dag_id: str, run_id: str, reason: str) -> str:
                 f"{html.escape(reason)}</p>")
 
 
-def report_for_run(conninfo: str, dag_id: str, run_id: str, schema: str = "insights") -> tuple[int, str]:
-    """(HTTP status, page) of the report of one DAG run: the one stored for it in ``<schema>.reports`` (written by
-    the insights_report DAG for its own runs and for the pipeline runs that triggered it); for a pipeline run with
-    none stored yet, its partition rendered now from the insight tables; else a page that says why there is none."""
+def report_for_run(conninfo: str, dag_id: str, run_id: str, schema: str = "insights",
+                   may_read: Callable[[str], bool] = lambda pipeline: True) -> tuple[int, list[str]]:
+    """(HTTP status, pages) of the report of one DAG run, one page per pipeline that ``may_read(pipeline)``: those
+    stored for it in ``<schema>.reports`` (written by the insights_report DAG for its own runs and for the pipeline
+    runs that triggered it); for a pipeline run with none stored yet, its partition rendered now from the insight
+    tables; else one page that says why there is none."""
     with db.connect(conninfo) as conn:
-        if "run_id" in db.table_columns(conn, schema, "reports"):
-            stored = conn.execute(sql.SQL("select html from {} where dag_id = %s and run_id = %s and html is not null "
-                                          "order by id desc limit 1").format(db.qualified(schema, "reports")),
-                                  (dag_id, run_id)).fetchone()
+        if "pipeline" in db.table_columns(conn, schema, "reports"):
+            stored = conn.execute(sql.SQL(
+                "select distinct on (pipeline) pipeline, html from {} where dag_id = %s and run_id = %s "
+                "and pipeline is not null and html is not null order by pipeline, id desc").format(
+                db.qualified(schema, "reports")), (dag_id, run_id)).fetchall()
             if stored:
-                return 200, stored[0]
+                readable = [page for pipeline, page in stored if may_read(pipeline)]
+                if readable:
+                    return 200, readable
+                return 403, [no_report_page(dag_id, run_id, f"it shows {len(stored)} pipelines and your role may "
+                                            "read none of them; ask an admin for read access to their DAGs.")]
         run = None
         if db.table_exists(conn, schema, "runs"):
             run = conn.execute(sql.SQL("select partition_start, status from {} where pipeline = %s and run_id = %s")
                                .format(db.qualified(schema, "runs")), (dag_id, run_id)).fetchone()
-        if run is None:
-            return 404, no_report_page(dag_id, run_id, "it has not recorded a partition in "
-                                       f"{schema}.runs yet (a pipeline run does when it ends; the insights_report DAG "
-                                       "stores its report after). Reload this page once the run has finished.")
+        if run is None or not may_read(dag_id):
+            return 404, [no_report_page(dag_id, run_id, "it has not recorded a partition in "
+                                        f"{schema}.runs yet (a pipeline run does when it ends; the insights_report "
+                                        "DAG stores its report after). Reload this page once the run has finished.")]
         partition, status = run
         if status not in LOADED_STATUSES:
-            return 404, no_report_page(dag_id, run_id, f"it ended with status {status} for partition "
-                                       f"{partition.date()}, so it published no insights (see {schema}.runs).")
-        return 200, render_html(conn, schema, {dag_id: partition}, run_about(dag_id, run_id, partition))
+            return 404, [no_report_page(dag_id, run_id, f"it ended with status {status} for partition "
+                                        f"{partition.date()}, so it published no insights (see {schema}.runs).")]
+        return 200, [render_html(conn, schema, {dag_id: partition}, run_about(dag_id, run_id, partition))]

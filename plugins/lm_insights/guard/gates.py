@@ -23,8 +23,8 @@ from lm_insights.guard.outputs import check_outputs
 from lm_insights.learn import models
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.load import (INSIGHT_TABLES, insight_table, load_partition, quarantine_table,
-                                    replace_interval, widen_columns)
+from lm_insights.steps.load import (HELD_TABLES, forget_replaced, held_intervals, insight_table, load_partition,
+                                    quarantine_table, replace_interval, replaced_within, widen_columns)
 from lm_insights.core.partition import Partition, staging_table
 
 log = logging.getLogger(__name__)
@@ -277,18 +277,13 @@ def load_guarded(spec: PipelineSpec, conninfo: str, partition: Partition, run_id
 def held_partitions(conn, spec: PipelineSpec, first: dt.date, last: dt.date) -> list[Partition]:
     """The quarantined partitions that lie within the days ``first`` .. ``last``."""
     window = Partition.days(first, last)
-    found = set()
-    for suffix in INSIGHT_TABLES:
-        if db.table_exists(conn, spec.sink.schema_, f"{spec.name}_quarantine_{suffix}"):
-            found |= set(conn.execute(sql.SQL(
-                "select distinct partition_start, partition_end from {} where partition_start >= %s "
-                "and partition_end <= %s").format(quarantine_table(spec, suffix)), (window.start, window.end)))
-    return [Partition(start, end) for start, end in sorted(found)]
+    return held_intervals(conn, spec, window.start, window.end, within=True)
 
 
 def release(spec: PipelineSpec, conninfo: str, first: dt.date, last: dt.date | None = None) -> dict[str, dict]:
     """Publish the quarantined partitions within ``first`` .. ``last`` in one transaction: each replaces its
-    interval in the insight tables and leaves the quarantine; runs that held it are marked ``released``."""
+    interval in the insight tables, except the parts a later run published (they stay), and leaves the quarantine;
+    runs that held it are marked ``released``."""
     last = last or first
     released = {}
     with db.connect(conninfo) as conn:
@@ -299,8 +294,14 @@ def release(spec: PipelineSpec, conninfo: str, first: dt.date, last: dt.date | N
             raise NothingQuarantined(f"{spec.name}: no quarantined partition between {first} and {last}; "
                                      f"see {spec.sink.schema_}.runs where status = 'quarantined'")
         for partition in held:
-            released[str(partition)] = {suffix: publish_held(spec, conn, suffix, partition)
-                                        for suffix in INSIGHT_TABLES}
+            keep = replaced_within(spec, conn, partition)
+            if keep:
+                log.warning("%s %s: later runs published %s; their rows and aggregates stay. The held aggregates "
+                            "described the replaced rows too and were dropped: rerun the other days to recompute "
+                            "them", spec.name, partition, ", ".join(k.describe() for k in keep))
+            released[str(partition)] = {suffix: publish_held(spec, conn, suffix, partition, keep)
+                                        for suffix in HELD_TABLES}
+            forget_replaced(spec, conn, partition)
             conn.execute(sql.SQL("update {} set status = 'released', message = %s where pipeline = %s and "
                                  "status = 'quarantined' and partition_start = %s and partition_end = %s").format(
                 db.qualified(spec.sink.schema_, "runs")),
@@ -310,8 +311,9 @@ def release(spec: PipelineSpec, conninfo: str, first: dt.date, last: dt.date | N
     return released
 
 
-def publish_held(spec: PipelineSpec, conn, suffix: str, partition: Partition) -> int:
-    """Move one held partition's rows of one table into the published table; return how many moved."""
+def publish_held(spec: PipelineSpec, conn, suffix: str, partition: Partition, keep: list[Partition]) -> int:
+    """Move one held partition's rows of one table into the published table, leaving what later runs published in
+    ``keep``; return how many moved."""
     schema, name = spec.sink.schema_, f"{spec.name}_quarantine_{suffix}"
     if not db.table_exists(conn, schema, name):
         return 0
@@ -325,7 +327,7 @@ def publish_held(spec: PipelineSpec, conn, suffix: str, partition: Partition) ->
     for column in columns.keys() - existing.keys():
         conn.execute(sql.SQL("alter table {} add column {} {}").format(published, sql.Identifier(column),
                                                                       sql.SQL(columns[column])))
-    replace_interval(spec, conn, suffix, published, partition)
+    replace_interval(spec, conn, suffix, published, partition, keep)
     interval = (partition.start, partition.end)
     moved = conn.execute(sql.SQL("insert into {} ({cols}) select {cols} from {} where partition_start = %s and "
                                  "partition_end = %s").format(published, held, cols=db.columns_sql(list(columns))),

@@ -1,16 +1,19 @@
 """The embedded default deployment: one embedded PostgreSQL holds Airflow's metadata and the warehouse.
 
 Everything lives under ``.local/`` in the project (ignored by git): ``pgdata/`` (the database cluster),
-``airflow/`` (AIRFLOW_HOME). Airflow is configured through environment variables only, so the same settings reach
-the CLI, ``airflow standalone`` and the tests.
+``airflow/`` (AIRFLOW_HOME, with the UI's admin password and the JWT secret, readable by their owner only). Airflow
+is configured through environment variables only, so the same settings reach the CLI, ``airflow standalone`` and the
+tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from lm_insights.runtime import embedded_pg
@@ -19,8 +22,8 @@ PROJECT_DIR = embedded_pg.PROJECT_DIR
 WAREHOUSE_DB = "warehouse"
 AIRFLOW_DB = "airflow"
 GPU_POOL_SLOTS = 1  # one local inference slot: the CPU has 2 cores and a shard uses both
-# The Airflow UI/API listens here. Loopback by default: the local deployment makes every user an admin. Set
-# LM_INSIGHTS_UI_HOST=0.0.0.0 to expose it deliberately; users must then log in (see the README).
+# The Airflow UI/API listens here. Loopback by default; LM_INSIGHTS_UI_HOST=0.0.0.0 exposes it deliberately. Either
+# way it issues tokens only to who logs in as admin with the password in AIRFLOW_HOME (docs/security.md).
 UI_HOST = "127.0.0.1"
 UI_PORT = 8080
 
@@ -43,8 +46,29 @@ def default_airflow_home() -> Path:
     return Path(os.environ.get("LM_INSIGHTS_AIRFLOW_HOME", PROJECT_DIR / ".local" / "airflow"))
 
 
+ADMIN_USER = "admin"
+
+
+def local_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret in ``path``, made (by ``make()``) and written readable by its owner only when missing."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(make())
+    return path.read_text()
+
+
+def passwords_file(airflow_home: Path) -> Path:
+    """SimpleAuthManager's password file of the local deployment: ``{"admin": "<generated>"}``."""
+    path = Path(airflow_home) / "simple_auth_manager_passwords.json"
+    local_secret(path, lambda: json.dumps({ADMIN_USER: secrets.token_urlsafe(24)}))
+    return path
+
+
 def airflow_environment(server, airflow_home: Path) -> dict[str, str]:
-    """Environment variables that point Airflow at the embedded database, the project's DAGs and plugins."""
+    """Environment variables that point Airflow at the embedded database, the project's DAGs and plugins, and at
+    the admin password and JWT secret under ``airflow_home`` (made on first use)."""
     info = server.get_postmaster_info()
     warehouse = {"conn_type": "postgres", "host": str(info.socket_dir), "port": info.port,
                  "schema": WAREHOUSE_DB, "login": "postgres"}
@@ -60,8 +84,11 @@ def airflow_environment(server, airflow_home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor forks this many workers; the default 32 only costs memory
-        # everyone is an admin only while nobody else can reach the UI; exposed, it asks for a login
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": str(is_loopback(host)),
+        # a login even on loopback: any local process (another user's too) could otherwise take an admin token
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(airflow_home)),
+        "AIRFLOW__API_AUTH__JWT_SECRET": local_secret(Path(airflow_home) / "jwt_secret", lambda: secrets.token_hex(32)),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
             f"postgresql+psycopg2://postgres@/{AIRFLOW_DB}?host={info.socket_dir}&port={info.port}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),

@@ -243,9 +243,12 @@ class AirflowStack:
 
     # -- REST ------------------------------------------------------------------------------------------------
     def token(self) -> str:
-        """A JWT for the REST API: SimpleAuthManager in all-admins mode hands one out on ``GET /auth/token``."""
+        """A JWT for the REST API: the admin's, for the password in SimpleAuthManager's password file."""
         if self._token is None:
-            self._token = self.request("GET", "/auth/token", auth=False)["access_token"]
+            path = self.base_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+            username, password = next(iter(json.loads(Path(path).read_text()).items()))
+            self._token = self.request("POST", "/auth/token", {"username": username, "password": password},
+                                       auth=False)["access_token"]
         return self._token
 
     def request(self, method: str, path: str, body: Any = None, auth: bool = True,

@@ -121,7 +121,7 @@ def extract_partition(spec: PipelineSpec, source_conninfo: str, sink_conninfo: s
         types = source_column_types(spec, source)
     with db.connect(sink_conninfo) as sink:
         db.ensure_insight_schema(sink, spec.sink.schema_)
-    register_stem(sink_conninfo, staging_stem(spec, partition))
+    register_stem(sink_conninfo, staging_stem(spec, partition), spec.name, partition.run_id)
     with db.connect(source_conninfo) as source, db.connect(sink_conninfo) as sink:
         # The text forms of dates, times and floats depend on these settings: make them the same on both sides.
         for conn in (source, sink):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from psycopg import sql
@@ -26,6 +27,8 @@ INSIGHT_TABLES = {"rows": "rows", "segments": "segments", "drivers": "drivers", 
 # insight table is an aggregate of a partition: a run replaces its interval's aggregates and drops those of every
 # interval that overlaps it, since they describe rows that this run has just replaced.
 ROW_TABLES = ("rows", "rejects")
+# Every table a held partition may have rows in (``quality``: specs with trained heads).
+HELD_TABLES = (*INSIGHT_TABLES, "quality")
 
 
 class MissingStaging(RuntimeError):
@@ -143,21 +146,73 @@ def ensure_like(conn, table: sql.Identifier, schema: str, name: str, source: sql
                 table, sql.Identifier(column), sql.SQL(type_name)))
 
 
-def replace_interval(spec: PipelineSpec, conn, suffix: str, table: sql.Identifier, partition: Partition) -> int:
-    """Delete what the run's interval replaces in one insight table; return how many rows went."""
-    interval = {"start": partition.start, "end": partition.end}
-    if suffix == "rows":  # the rows' own partition-column values, whichever run loaded them
-        where = sql.SQL("{part} >= %(start)s and {part} < %(end)s").format(
-            part=sql.Identifier(spec.source.partition_column))
-    elif suffix == "rejects":
-        where = sql.SQL("(row ->> {part})::timestamptz >= %(start)s and (row ->> {part})::timestamptz < %(end)s"
-                        ).format(part=sql.Literal(spec.source.partition_column))
-    else:  # aggregates of this interval and of every interval overlapping it (older tables lack partition_end)
-        where = sql.SQL("partition_start < %(end)s and "
-                        "coalesce(partition_end, partition_start + interval '1 day') > %(start)s")
+def replace_interval(spec: PipelineSpec, conn, suffix: str, table: sql.Identifier, partition: Partition,
+                     keep: Sequence[Partition] = ()) -> int:
+    """Delete what the run's interval replaces in one insight table; return how many rows went. ``keep``: intervals
+    inside it whose rows and aggregates stay (a later run published them; see :func:`replaced_within`)."""
+    interval = {"start": partition.start, "end": partition.end,
+                "keep_start": [k.start for k in keep], "keep_end": [k.end for k in keep]}
+    end = sql.SQL("coalesce(partition_end, partition_start + interval '1 day')")  # older tables lack partition_end
+    if suffix in ROW_TABLES:  # the rows' own partition-column values, whichever run loaded them
+        value = (sql.Identifier(spec.source.partition_column) if suffix == "rows" else
+                 sql.SQL("(row ->> {})::timestamptz").format(sql.Literal(spec.source.partition_column)))
+        where = sql.SQL("{v} >= %(start)s and {v} < %(end)s").format(v=value)
+        kept = sql.SQL("{v} >= k.start and {v} < k.end").format(v=value)
+    else:  # aggregates of this interval and of every interval overlapping it
+        where = sql.SQL("partition_start < %(end)s and {end} > %(start)s").format(end=end)
+        kept = sql.SQL("partition_start >= k.start and {end} <= k.end").format(end=end)
         if suffix == "quality":  # the heads' rows; the guard's check rows (head NULL) are its own to replace
             where += sql.SQL(" and head is not null")
+    if keep:
+        where += sql.SQL(" and not exists (select from unnest(%(keep_start)s::timestamptz[], "
+                         "%(keep_end)s::timestamptz[]) as k (start, \"end\") where {})").format(kept)
     return conn.execute(sql.SQL("delete from {} where ").format(table) + where, interval).rowcount
+
+
+def held_intervals(conn, spec: PipelineSpec, start, end, within: bool = False) -> list[Partition]:
+    """The held partitions (in ``<pipeline>_quarantine_<table>``) that overlap ``[start, end)``, or with
+    ``within``, that lie inside it."""
+    where = sql.SQL("partition_start >= %(start)s and partition_end <= %(end)s" if within else
+                    "partition_start < %(end)s and partition_end > %(start)s")
+    found = set()
+    for suffix in HELD_TABLES:
+        if db.table_exists(conn, spec.sink.schema_, f"{spec.name}_quarantine_{suffix}"):
+            found |= set(conn.execute(sql.SQL("select distinct partition_start, partition_end from {} where ").format(
+                quarantine_table(spec, suffix)) + where, {"start": start, "end": end}))
+    return [Partition(s, e) for s, e in sorted(found)]
+
+
+def note_replaced(spec: PipelineSpec, conn, partition: Partition, held: bool) -> None:
+    """Before a load of ``partition`` trims the quarantine: record, for every held partition it overlaps, the part
+    it replaces, so that releasing that older hold leaves what this load puts there. A new hold of the very same
+    interval replaces the old one whole: its records go."""
+    holds = held_intervals(conn, spec, partition.start, partition.end)
+    if not holds:
+        return
+    db.ensure_insight_schema(conn, spec.sink.schema_)
+    replaced = db.qualified(spec.sink.schema_, "quarantine_replaced")
+    if held:
+        forget_replaced(spec, conn, partition)
+    db.copy_rows(conn, replaced, ("pipeline", "held_start", "held_end", "replaced_start", "replaced_end", "run_id"), (
+        (spec.name, hold.start, hold.end, max(hold.start, partition.start), min(hold.end, partition.end),
+         partition.run_id) for hold in holds if not (held and hold == partition)))
+
+
+def replaced_within(spec: PipelineSpec, conn, hold: Partition) -> list[Partition]:
+    """The intervals of a held partition that later loads replaced (:func:`note_replaced`)."""
+    if not db.table_exists(conn, spec.sink.schema_, "quarantine_replaced"):
+        return []
+    return [Partition(s, e) for s, e in conn.execute(sql.SQL(
+        "select distinct replaced_start, replaced_end from {} where pipeline = %s and held_start = %s "
+        "and held_end = %s order by 1, 2").format(db.qualified(spec.sink.schema_, "quarantine_replaced")),
+        (spec.name, hold.start, hold.end))]
+
+
+def forget_replaced(spec: PipelineSpec, conn, hold: Partition) -> None:
+    """Drop the records of a held partition that is released or held anew."""
+    if db.table_exists(conn, spec.sink.schema_, "quarantine_replaced"):
+        conn.execute(sql.SQL("delete from {} where pipeline = %s and held_start = %s and held_end = %s").format(
+            db.qualified(spec.sink.schema_, "quarantine_replaced")), (spec.name, hold.start, hold.end))
 
 
 def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition, held: bool = False) -> dict[str, int]:
@@ -171,6 +226,7 @@ def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition, held
     with db.connect(conninfo) as conn:  # one transaction: commit at the end or roll back on any error
         conn.execute("set local time zone 'UTC'")  # a date partition column compares as midnight UTC
         db.lock_ddl(conn)
+        note_replaced(spec, conn, partition, held)
         stage_rejects(spec, conn, partition)
         for suffix, step in insight_tables(spec).items():
             table, source = insight_table(spec, prefix + suffix), staging_table(spec, partition, step)
@@ -186,7 +242,7 @@ def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition, held
                     sql.Identifier(f"{spec.name}_{prefix}rows_by_partition"), table,
                     sql.Identifier(spec.source.partition_column)))
                 conn.execute(sql.SQL("create index if not exists {} on {} (text_sha256)").format(  # search by meaning
-                    sql.Identifier(f"{spec.name}_rows_by_text_sha256"), table))
+                    sql.Identifier(f"{spec.name}_{prefix}rows_by_text_sha256"), table))
             replace_interval(spec, conn, suffix, table, partition)
             staged = [c for c in db.table_columns(conn, STAGING_SCHEMA, source_name)
                       if c not in ("partition_start", "partition_end")]

@@ -2,7 +2,8 @@
 its end), and swept by the janitor when a run died before it could drop them.
 
 Every staging table of one run shares a stem (``core.partition.staging_stem``); ``lm_staging.staging_runs`` holds
-when each stem was first seen, because PostgreSQL does not record when a table was created.
+when each stem was first seen (PostgreSQL does not record when a table was created) and the DAG run that made it:
+the janitor never drops the tables of a run that Airflow says is queued or running, however old.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Callable
 
 from psycopg import sql
 
@@ -21,6 +23,9 @@ log = logging.getLogger(__name__)
 REGISTRY = sql.Identifier(STAGING_SCHEMA, "staging_runs")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# The youngest tables the janitor may sweep: below it a slow step of a live run that Airflow cannot vouch for (a
+# script run, a run registered before run ids were) could lose its tables.
+MIN_AGE = dt.timedelta(hours=1)
 
 
 def parse_age(text: str) -> dt.timedelta:
@@ -32,18 +37,22 @@ def parse_age(text: str) -> dt.timedelta:
 
 
 def ensure_registry(conn) -> None:
-    """The staging schema and its registry of run stems."""
+    """The staging schema and its registry of run stems (with the DAG run of each, where known)."""
     db.ensure_schema(conn, STAGING_SCHEMA)
     conn.execute(sql.SQL("create table if not exists {} (stem text primary key, "
                          "created_at timestamptz not null default now())").format(REGISTRY))
+    conn.execute(sql.SQL("alter table {} add column if not exists dag_id text, "
+                         "add column if not exists run_id text").format(REGISTRY))
 
 
-def register_stem(conninfo: str, stem: str) -> None:
-    """Record that a run is about to create staging tables under ``stem`` (committed before it creates any)."""
+def register_stem(conninfo: str, stem: str, dag_id: str, run_id: str | None) -> None:
+    """Record that run ``run_id`` of DAG ``dag_id`` is about to create staging tables under ``stem`` (committed
+    before it creates any)."""
     with db.connect(conninfo) as conn:
         ensure_registry(conn)
-        conn.execute(sql.SQL("insert into {} (stem) values (%s) on conflict (stem) do update "
-                             "set created_at = now()").format(REGISTRY), (stem,))
+        conn.execute(sql.SQL("insert into {} (stem, dag_id, run_id) values (%s, %s, %s) on conflict (stem) do "
+                             "update set created_at = now(), dag_id = excluded.dag_id, run_id = excluded.run_id"
+                             ).format(REGISTRY), (stem, dag_id, run_id))
 
 
 def staging_tables(conn) -> list[str]:
@@ -63,12 +72,16 @@ def drop_stem(conn, stem: str) -> list[str]:
     return dropped
 
 
-def clean_staging(conninfo: str, older_than: dt.timedelta) -> list[str]:
-    """Drop the staging tables of runs that started more than ``older_than`` ago; return their names.
+def clean_staging(conninfo: str, older_than: dt.timedelta, is_running: Callable[[str, str], bool]) -> list[str]:
+    """Drop the staging tables of runs that started more than ``older_than`` (at least :data:`MIN_AGE`) ago and
+    that Airflow does not call queued or running (``is_running(dag_id, run_id)``); return their names.
 
     A table whose stem is not registered (left by a version without the registry) is registered now, so it goes
-    one ``older_than`` later: a run that is still working is never swept.
+    one ``older_than`` later.
     """
+    if older_than < MIN_AGE:
+        raise ValueError(f"older_than {older_than}: staging tables younger than {MIN_AGE} may belong to a run that "
+                         "is still working; give 1h or more")
     dropped: list[str] = []
     with db.connect(conninfo) as conn:
         if not db.schema_exists(conn, STAGING_SCHEMA):
@@ -77,9 +90,12 @@ def clean_staging(conninfo: str, older_than: dt.timedelta) -> list[str]:
         stems = sorted({stem_of(name) for name in staging_tables(conn)})
         conn.execute(sql.SQL("insert into {} (stem) select unnest(%s::text[]) on conflict do nothing")
                      .format(REGISTRY), (stems,))
-        old = conn.execute(sql.SQL("select stem from {} where created_at < now() - %s order by stem")
-                           .format(REGISTRY), (older_than,)).fetchall()
-        for (stem,) in old:
+        old = conn.execute(sql.SQL("select stem, dag_id, run_id from {} where created_at < now() - %s "
+                                   "order by stem").format(REGISTRY), (older_than,)).fetchall()
+        for stem, dag_id, run_id in old:
+            if dag_id and run_id and is_running(dag_id, run_id):
+                log.info("staging janitor: keeping %s, run %s of %s is still running", stem, run_id, dag_id)
+                continue
             dropped += drop_stem(conn, stem)
     log.info("staging janitor: dropped %d tables older than %s: %s", len(dropped), older_than, dropped)
     return dropped

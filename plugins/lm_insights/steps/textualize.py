@@ -8,7 +8,6 @@ NULL and NaN as "unknown".
 from __future__ import annotations
 
 import logging
-import string
 from contextlib import nullcontext
 
 from psycopg import sql
@@ -16,24 +15,35 @@ from psycopg import sql
 from lm_insights.core.partition import Partition, staging_table
 from lm_insights.core.values import format_value, text_sha256
 from lm_insights.runtime import db
-from lm_insights.spec import PipelineSpec
+from lm_insights.spec import PipelineSpec, TemplateError, parse_template
 
 log = logging.getLogger(__name__)
 
-class TemplateFormatter(string.Formatter):
+
+def format_placeholder(value: object, format_spec: str) -> str:
     """``{price}`` writes the value with :func:`format_value`; ``{price:.2f}`` formats the raw value; NULL reads
     "unknown" either way."""
-
-    def convert_field(self, value: object, conversion: str | None) -> object:
-        return value if value is None else super().convert_field(value, conversion)
-
-    def format_field(self, value: object, format_spec: str) -> str:
-        if value is None or not format_spec:
-            return format_value(value)
-        return format(value, format_spec)
+    if value is None or not format_spec:
+        return format_value(value)
+    return format(value, format_spec)
 
 
-TEMPLATE_FORMATTER = TemplateFormatter()
+def render_template(template: str, row: dict[str, object], row_key: str = "") -> str:
+    """``template`` filled from ``row`` (column -> value) by :func:`lm_insights.spec.parse_template`'s pieces:
+    only whole values are read, never an attribute or an item of one."""
+    parts = []
+    for literal, column, format_spec in parse_template(template):
+        if column is None:
+            parts.append(literal)
+            continue
+        value = row.get(column)
+        try:
+            parts.append(format_placeholder(value, format_spec))
+        except (ValueError, TypeError) as exc:
+            raise TemplateError(f"text.template: {{{column}:{format_spec}}} cannot format {type(value).__name__} "
+                                f"value {str(value)[:40]!r} of {row_key or 'a row'} ({exc}); change the format spec "
+                                "or the column's type") from None
+    return "".join(parts)
 
 
 def column_phrase(column: str) -> str:
@@ -43,7 +53,9 @@ def column_phrase(column: str) -> str:
 def render(spec: PipelineSpec, row: dict[str, object]) -> str:
     """The text of one row (``row`` maps column names to values)."""
     if spec.text.template:
-        return TEMPLATE_FORMATTER.format(spec.text.template, **{c: row.get(c) for c in spec.source.columns})
+        key = ", ".join(f"{k}={row.get(k)}" for k in spec.source.key)
+        return render_template(spec.text.template, {c: row.get(c) for c in spec.source.columns},
+                               f"{spec.origin} row {key}")
     return " ".join(f"The {column_phrase(c)} is {format_value(row[c])}." for c in spec.text.columns)
 
 
