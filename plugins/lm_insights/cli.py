@@ -1,6 +1,7 @@
 """``lm-insights``: the embedded default deployment from the command line.
 
     lm-insights demo [--days 3]     set up, fill the demo warehouse, backfill every demo pipeline through a scheduler
+    lm-insights demo --scenario market_risk|shipments   the same for one synthetic scenario (docs/scenarios.md)
     lm-insights up                  the Airflow UI (airflow standalone) on the same database
     lm-insights run NAME --date D   one partition of one pipeline without a scheduler
     lm-insights run NAME --start D --end D   the days D..D (inclusive) as one partition
@@ -86,18 +87,26 @@ def drop_staging_of_aborted_runs(dag_id: str, logical_date: dt.datetime, conf: d
         return [run.run_id for run in runs]
 
 
-def demo(days: int, sales_per_day: int, reviews_per_day: int, heads: bool = True) -> None:
-    from lm_insights.runtime import demo_warehouse
+def demo(days: int, sales_per_day: int, reviews_per_day: int, heads: bool = True, scenario: str | None = None) -> None:
+    """The retail demo pipelines, or with ``scenario`` that scenario's synthetic table and pipeline alone."""
+    from lm_insights.runtime import demo_warehouse, scenarios
     from lm_insights.spec import load_specs
 
     server, _ = local_env.prepare()
     conninfo = local_env.warehouse_conninfo(server)
-    say(f"filling the demo warehouse ({DEMO_WAREHOUSE_DAYS} days from {DEMO_START})")
-    demo_warehouse.create_schema(conninfo)
-    counts = demo_warehouse.generate(conninfo, start=DEMO_START, days=DEMO_WAREHOUSE_DAYS,
-                                     sales_per_day=sales_per_day, reviews_per_day=reviews_per_day)
-    say(f"warehouse rows: {counts}")
     specs = load_specs(local_env.PROJECT_DIR / "dags" / "pipelines")
+    if scenario:
+        say(f"filling scenario {scenario} ({DEMO_WAREHOUSE_DAYS} days from {DEMO_START}; synthetic, "
+            "docs/scenarios.md)")
+        say(f"warehouse rows: {scenarios.generate(conninfo, scenario, DEMO_START, DEMO_WAREHOUSE_DAYS)}")
+        specs = [spec for spec in specs if spec.name == scenario]
+    else:
+        say(f"filling the demo warehouse ({DEMO_WAREHOUSE_DAYS} days from {DEMO_START})")
+        demo_warehouse.create_schema(conninfo)
+        counts = demo_warehouse.generate(conninfo, start=DEMO_START, days=DEMO_WAREHOUSE_DAYS,
+                                         sales_per_day=sales_per_day, reviews_per_day=reviews_per_day)
+        say(f"warehouse rows: {counts}")
+        specs = [spec for spec in specs if spec.name not in scenarios.SCENARIOS]  # each has its own demo
     run_demo_backfills(conninfo, [spec.name for spec in specs], DEMO_START, DEMO_START + dt.timedelta(days=days - 1),
                        with_heads=[spec for spec in specs if spec.lm.heads] if heads else [])
     print_highlights(conninfo)
@@ -410,6 +419,8 @@ def add_init_pipeline_parser(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lm_insights.runtime.scenarios import SCENARIOS
+
     parser = argparse.ArgumentParser(prog="lm-insights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -420,6 +431,9 @@ def main(argv: list[str] | None = None) -> None:
     demo_parser.add_argument("--reviews-per-day", type=int, default=100, help="reviews per demo day")
     demo_parser.add_argument("--no-heads", action="store_true",
                              help="skip training the heads and the day after (small data has too few labelled rows)")
+    demo_parser.add_argument("--scenario", choices=sorted(SCENARIOS),
+                             help="instead of the retail demo: fill this synthetic scenario's table and run its "
+                                  "pipeline (docs/scenarios.md)")
     commands.add_parser("up", help="start the Airflow UI (airflow standalone)")
     commands.add_parser("env", help="print shell exports for the airflow CLI")
     commands.add_parser("stop", help="stop the embedded PostgreSQL")
@@ -456,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        demo(args.days, args.sales_per_day, args.reviews_per_day, heads=not args.no_heads)
+        demo(args.days, args.sales_per_day, args.reviews_per_day, heads=not args.no_heads, scenario=args.scenario)
     elif args.command == "run":
         if args.date and args.end:
             parser.error("--end goes with --start, not with --date")

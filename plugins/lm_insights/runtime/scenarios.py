@@ -23,6 +23,7 @@ that the platform reports what was planted and nothing that was not. The same ar
   ``delay = DELAY_PER_KM * distance_km`` (grows with distance) ``+ SLOW_CARRIER_HOURS`` for carrier
   ``SLOW_CARRIER`` ``+ SLOW_ROUTE_HOURS`` on route ``SLOW_ROUTE`` ``+`` the note's topic effect (``customs``
   +9 h, ``weather`` +6 h; ``damage`` and ``routine`` notes +0 h) ``+ N(0, DELAY_NOISE)``.
+- ``note`` is one of the topic's templates (``NOTES``) signed by one of a dozen drivers (no effect).
 - Noise (no planted effect on the delay): ``weight_kg``, the other carriers and routes (their distances differ,
   so route and origin still carry the distance effect).
 
@@ -175,6 +176,10 @@ NOTES = {
     ],
 }
 
+# Signed by one of these drivers: a note is free text with many distinct values, as in a real feed.
+DRIVERS = ("Li Wei", "Zhang Min", "Wang Fang", "Chen Jie", "Liu Yang", "Zhao Lei", "Huang Tao", "Zhou Xin",
+           "Wu Hao", "Sun Li", "Ma Jun", "Hu Bin")
+
 
 def route_distance_km(origin: str, destination: str) -> float:
     """Great-circle distance between two cities (haversine, Earth radius 6371 km)."""
@@ -201,7 +206,7 @@ def shipment_rows(start: dt.date, days: int, shipments_per_day: int, seed: int) 
             planned = distance / 60 + 4
             yield (_day_id(day, n), day, origin, destination, route, carrier, round(distance, 1),
                    round(rng.lognormvariate(7, 0.8), 1), round(planned, 2), round(planned + delay, 2),
-                   round(delay, 2), rng.choice(NOTES[topic]))
+                   round(delay, 2), f"{rng.choice(NOTES[topic])} Driver: {rng.choice(DRIVERS)}.")
 
 
 # ----------------------------------------------------------------------------------------------------- common
