@@ -126,3 +126,24 @@ def test_unknown_scenario_and_bad_sizes_are_refused_by_name(warehouse_conninfo):
         scenarios.generate(warehouse_conninfo, "retail")
     with pytest.raises(ValueError, match="rows_per_day"):
         scenarios.generate(warehouse_conninfo, "market_risk", rows_per_day=0)
+
+
+def test_metric_drift_measures_segments_by_column(warehouse_conninfo):
+    """The shipments spec segments by carrier (by_column): the drift gate's per-segment moments must cover it (it
+    raised AttributeError on the day after the first, when a reference window exists)."""
+    from psycopg import sql
+
+    from lm_insights.guard.gates import segment_moments
+    from lm_insights.spec import load_specs
+
+    spec = next(s for s in load_specs() if s.name == "shipments")
+    with psycopg.connect(warehouse_conninfo) as conn:
+        conn.execute("create table rows (carrier text, route text, distance_km float8, note_topic_label text, "
+                     "delay_hours float8)")
+        conn.execute("insert into rows values ('A', 'X-Y', 500, 'customs', 1), ('A', 'X-Y', 1200, 'routine', 3), "
+                     "(null, 'X-Z', 2100, null, 'NaN'), ('B', 'X-Z', 900, 'routine', 10)")
+        moments = segment_moments(spec, conn, sql.Identifier("rows"), sql.SQL("true"), {}, "delay_hours")
+    assert (moments["column:carrier=A"].n, moments["column:carrier=A"].mean) == (2, 2.0)
+    assert moments["column:carrier=B"].mean == 10.0 and moments["column:carrier=unknown"].n == 0
+    assert moments["column:route=X-Z"].n == 1 and moments["tiers:distance_km=[2000, 5000)"].n == 0
+    assert moments["label:note_topic=customs"].mean == 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from lm_insights.core.values import format_number
-from lm_insights.spec import Tiers
+from lm_insights.spec import Segment, Tiers
 
 NUMERIC_TYPES = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
 UNKNOWN_SEGMENT = "unknown"
@@ -36,3 +36,14 @@ def tier_expression(tiers: Tiers) -> tuple[sql.Composable, sql.Composable]:
     order = sql.SQL("case {whens} else {last} end").format(whens=sql.SQL(" ").join(orders),
                                                           last=sql.Literal(len(orders)))
     return name, order
+
+
+def segment_expressions(segment: Segment) -> tuple[sql.Composable, sql.Composable]:
+    """A spec segment's value and order expressions over a table of rows (staging or loaded ``rows``)."""
+    if segment.by_tiers:
+        return tier_expression(segment.by_tiers)
+    if segment.by_column:
+        return (sql.SQL("coalesce({}::text, {})").format(sql.Identifier(segment.by_column),
+                                                        sql.Literal(UNKNOWN_SEGMENT)), sql.SQL("0"))
+    return (sql.SQL("coalesce({}, {})").format(sql.Identifier(f"{segment.by_label}_label"),
+                                               sql.Literal(UNKNOWN_SEGMENT)), sql.SQL("0"))

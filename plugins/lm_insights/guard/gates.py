@@ -16,7 +16,7 @@ import numpy as np
 from psycopg import sql
 
 from lm_insights.core.cache import CacheKey
-from lm_insights.core.sql_expressions import finite, tier_expression
+from lm_insights.core.sql_expressions import finite, segment_expressions
 from lm_insights.guard import drift, flags
 from lm_insights.guard.drift import Check
 from lm_insights.guard.outputs import check_outputs
@@ -89,8 +89,7 @@ def segment_moments(spec: PipelineSpec, conn, table: sql.Composable, where: sql.
     value = finite(sql.Identifier(metric))
     moments = {}
     for segment in spec.insights.segments:
-        name = (sql.SQL("coalesce({}, 'unknown')").format(sql.Identifier(f"{segment.by_label}_label"))
-                if segment.by_label else tier_expression(segment.by_tiers)[0])
+        name = segment_expressions(segment)[0]
         for key, n, mean, sd in conn.execute(sql.SQL(
                 "select {name}, count({v}), avg({v})::float8, stddev_samp({v})::float8 from {t} where {w} group by 1"
         ).format(name=name, v=value, t=table, w=where), params):

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from lm_insights.core.cache import CacheKey, cache_table
 from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
-from lm_insights.core.sql_expressions import UNKNOWN_SEGMENT, finite, is_numeric, tier_expression
+from lm_insights.core.sql_expressions import UNKNOWN_SEGMENT, finite, is_numeric, segment_expressions
 from lm_insights.explain.changes import changes_summary
 from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, clusters_summary
 from lm_insights.explain.rules import build_rules, rules_summary
@@ -160,17 +160,6 @@ def build_segments(spec: PipelineSpec, conn, partition: Partition, clustered: bo
         "create table {target} as select %(partition_start)s::timestamptz as partition_start, s.* "
         "from ({union}) as s order by segment, segment_order, segment_value, metric"
     ).format(target=target, union=sql.SQL(" union all ").join(selects)), {"partition_start": partition.start})
-
-
-def segment_expressions(segment) -> tuple[sql.Composable, sql.Composable]:
-    """A spec segment's value and order expressions over staging ``rows``."""
-    if segment.by_tiers:
-        return tier_expression(segment.by_tiers)
-    if segment.by_column:
-        return (sql.SQL("coalesce({}::text, {})").format(sql.Identifier(segment.by_column),
-                                                        sql.Literal(UNKNOWN_SEGMENT)), sql.SQL("0"))
-    return (sql.SQL("coalesce({}, {})").format(sql.Identifier(f"{segment.by_label}_label"),
-                                               sql.Literal(UNKNOWN_SEGMENT)), sql.SQL("0"))
 
 
 def numeric_driver(conn, rows: sql.Composable, field: str, target: str) -> Driver | None:
