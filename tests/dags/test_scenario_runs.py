@@ -1,6 +1,8 @@
 """Oracle: one real DAG run (``dag.test``, the shipped spec, the real model) per synthetic scenario, and the planted
 structure is what the platform reports: the planted fields lead ``<pipeline>_drivers``, each significant on the
-loaded rows (scipy), pointing the planted way; the fields planted as noise come after them."""
+loaded rows (scipy), pointing the planted way; the fields planted as noise come after them; the run's HTML report
+(what the UI's report tab serves) names them. A browser test of the scenario reports is not added (a real Airflow
+stack per scenario is minutes; tests/integration/test_report_in_browser.py covers the tab itself)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 from scipy import stats
 
 from lm_insights.cli import run_dag
+from lm_insights.explain.html_report import report_for_run
 from lm_insights.runtime import scenarios
 
 DAY = dt.date(2026, 11, 2)
@@ -76,3 +79,6 @@ def test_the_planted_drivers_lead_and_are_significant(warehouse, pipeline):
             assert direction.rsplit(" = ", 1)[-1] in expected, direction
     for field in NOISE[pipeline]:
         assert p_value(rows, field, target) > SIGNIFICANT, field
+    # the report the Airflow UI shows for this run names the planted drivers
+    status, html = report_for_run(warehouse, pipeline, run.run_id)
+    assert status == 200 and all(field in html for field in planted)
