@@ -81,7 +81,9 @@ def measure(name: str, days: int, rows_per_day: int | None, seed: int) -> list[d
                         found["persistence_mae"], rows = persistence_mae(
                             conn, spec, head_name, PERSISTENCE_COLUMNS[name], split["evaluation_from"],
                             split["evaluation_until"])
-                        assert rows == found["evaluation_rows"], (rows, found["evaluation_rows"])
+                        if rows != found["evaluation_rows"]:
+                            raise RuntimeError(f"persistence measured on {rows} rows, the head on "
+                                               f"{found['evaluation_rows']}: not the same evaluation rows")
                 figures.append(found)
             return figures
         finally:

@@ -46,10 +46,9 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from lm_insights.runtime import db
+from lm_insights.runtime.demo_warehouse import DAY_ID_FACTOR, _day_id  # ids yyyymmdd * DAY_ID_FACTOR + n, as in retail
 
 log = logging.getLogger(__name__)
-
-DAY_ID_FACTOR = 1_000_000  # ids are yyyymmdd * DAY_ID_FACTOR + n, as in the retail demo
 
 # ------------------------------------------------------------------------------------------------- market_risk
 
@@ -238,10 +237,6 @@ SCENARIOS = {
         "actual_hours double precision, delay_hours double precision, note text); "
         "create index if not exists shipments_ship_date_idx on logistics.shipments (ship_date)"),
 }
-
-
-def _day_id(day: dt.date, n: int) -> int:
-    return int(day.strftime("%Y%m%d")) * DAY_ID_FACTOR + n
 
 
 def scenario(name: str) -> Scenario:
