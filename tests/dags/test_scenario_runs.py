@@ -7,6 +7,7 @@ stack per scenario is minutes; tests/integration/test_report_in_browser.py cover
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pandas as pd
 import psycopg
@@ -45,6 +46,14 @@ def warehouse(airflow_db) -> str:
     return conninfo
 
 
+@pytest.fixture(scope="module", params=sorted(PLANTED))
+def scenario_run(request, warehouse):
+    """(pipeline, the DagRun): one real run of the scenario's DAG for DAY."""
+    run = run_dag(request.param, DAY)
+    assert run.state == "success"
+    return request.param, run
+
+
 def frame(conninfo: str, query: str) -> pd.DataFrame:
     with psycopg.connect(conninfo) as conn:
         cursor = conn.execute(query, (dt.datetime.combine(DAY, dt.time(0), dt.timezone.utc),))
@@ -58,10 +67,8 @@ def p_value(rows: pd.DataFrame, field: str, target: str) -> float:
     return stats.f_oneway(*[g[target].astype(float) for _, g in rows.groupby(field) if len(g) > 1]).pvalue
 
 
-@pytest.mark.parametrize("pipeline", sorted(PLANTED))
-def test_the_planted_drivers_lead_and_are_significant(warehouse, pipeline):
-    run = run_dag(pipeline, DAY)
-    assert run.state == "success"
+def test_the_planted_drivers_lead_and_are_significant(warehouse, scenario_run):
+    pipeline, run = scenario_run
     target = {"market_risk": "next_day_volatility", "shipments": "delay_hours"}[pipeline]
     drivers = frame(warehouse, f"select field, importance, direction from insights.{pipeline}_drivers "
                                "where partition_start = %s order by importance desc")
@@ -82,3 +89,17 @@ def test_the_planted_drivers_lead_and_are_significant(warehouse, pipeline):
     # the report the Airflow UI shows for this run names the planted drivers
     status, html = report_for_run(warehouse, pipeline, run.run_id)
     assert status == 200 and all(field in html for field in planted)
+
+
+@pytest.mark.xfail(strict=True, reason="the summary quotes the strongest numeric drivers whether or not they are "
+                   "significant (steps/insights.py summarize); issue 18 (h-18) replaces it with findings: remove this "
+                   "mark when they land")
+def test_the_summary_claims_nothing_about_the_noise_fields(warehouse, scenario_run):
+    pipeline, _ = scenario_run
+    summary = frame(warehouse, f"select summary from insights.{pipeline}_summaries where partition_start = %s"
+                    ).iloc[0, 0]
+    segment_columns = {"sector"}  # listed by the segments part as a grouping, which claims nothing
+    for field in set(NOISE[pipeline]) - segment_columns:
+        claims = [s for s in re.split(r"(?<=\.) ", summary) if field in s and "not significant" not in s
+                  and "uncertain" not in s]
+        assert not claims, claims
