@@ -87,8 +87,8 @@ def test_the_planted_drivers_lead_and_are_significant(warehouse, scenario_run):
     for field in NOISE[pipeline]:
         assert p_value(rows, field, target) > SIGNIFICANT, field
     # the report the Airflow UI shows for this run names the planted drivers
-    status, html = report_for_run(warehouse, pipeline, run.run_id)
-    assert status == 200 and all(field in html for field in planted)
+    status, pages = report_for_run(warehouse, pipeline, run.run_id)
+    assert status == 200 and all(field in "".join(pages) for field in planted)
 
 
 @pytest.mark.xfail(strict=True, reason="the summary quotes the strongest numeric drivers whether or not they are "
