@@ -20,7 +20,8 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Columns the platform adds next to the source columns in the staging tables and <pipeline>_rows.
 RESERVED_COLUMNS = ("_row_number", "text", "text_sha256", "n_tokens", "truncated", "partition_start", "partition_end",
                     "cluster", "cluster_name",  # discovery (explain/clusters.py)
-                    "quality_flags", "ambiguous", "ood_score", "ood")  # per-row flags (guard/flags.py)
+                    "quality_flags", "ambiguous", "ood_score", "ood",  # per-row flags (guard/flags.py)
+                    "toxicity", "inconsistency")  # guard/toxicity.py, guard/inconsistent.py
 # ... and per label set <set>_<suffix>, e.g. sentiment_label,
 LABEL_SET_COLUMN_SUFFIXES = ("label", "score", "margin", "entropy", "top_field", "top_effect")
 # ... and per learned head <head>_<suffix> (learn/heads.py), e.g. learned_sentiment_probability.
@@ -136,6 +137,9 @@ class Head(_Strict):
     epochs: int = Field(default=3, ge=1, le=100)  # finetune
     learning_rate: float = Field(default=2e-5, gt=0, le=1)  # finetune
     min_rows: int = Field(default=50, ge=10)  # fewer labelled rows in the window: training refuses
+    # classification: leave out of training the rows whose recorded class confident learning calls a label error
+    # (out-of-fold probabilities on the training rows; guard/inconsistent.py); the card says how many
+    exclude_inconsistent: bool = False
 
     @model_validator(mode="after")
     def _fields_fit_the_task(self) -> Head:
@@ -258,6 +262,22 @@ class EmbeddingDriftGate(_Strict):
     p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and its out-of-fold scores differ significantly
 
 
+class Toxicity(_Strict):
+    """Toxic language per row: ``toxicity`` (alt-profanity-check's probability on the text columns) and the
+    quality flag ``toxic`` at or above ``threshold`` (docs/guards.md)."""
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # 0.5: the library's own decision (its published figures)
+    # flag: load and flag; exclude_from_findings: load and flag, never a cluster's representative row, a quoted
+    # word explanation or a row a rule is fitted on; reject: into <pipeline>_rejects with the score as reason
+    action: Literal["flag", "exclude_from_findings", "reject"] = "flag"
+
+
+class FlagShareGate(_Strict):
+    """The shares of ``toxic`` and ``inconsistent`` rows against the reference window's."""
+    action: GuardAction = "warn"
+    increase: float = Field(default=0.05, gt=0, le=1)  # the share rose by more than this (absolute) ...
+    p_value: float = Field(default=0.01, gt=0, lt=1)  # ... and a one-sided Fisher exact test calls it significant
+
+
 class PredictionRange(_Strict):
     min: float
     max: float
@@ -295,6 +315,8 @@ class Guard(_Strict):
     label_mix: LabelMixGate | None = LabelMixGate()  # null switches a gate off
     metric_drift: MetricDriftGate | None = MetricDriftGate()
     embedding_drift: EmbeddingDriftGate | None = EmbeddingDriftGate()
+    flag_share: FlagShareGate | None = FlagShareGate()
+    toxicity: Toxicity | None = Toxicity()  # null: no toxicity score
     outputs: OutputExpectations = OutputExpectations()  # run in every run: set its action to warn to only flag
 
     @field_validator("outputs", mode="before")
@@ -307,7 +329,7 @@ class Guard(_Strict):
 
 
 # Without a guard section: per-row flags and output expectations with their defaults, no drift gates.
-NO_GATES = Guard(label_mix=None, metric_drift=None, embedding_drift=None)
+NO_GATES = Guard(label_mix=None, metric_drift=None, embedding_drift=None, flag_share=None)
 
 
 class Sink(_Strict):

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from lm_insights.core.cache import CacheKey, cache_table
 from lm_insights.core.partition import Partition, staging_table
+from lm_insights.guard import toxicity
 from lm_insights.runtime import db
 from lm_insights.spec import Clusters, PipelineSpec
 
@@ -33,7 +34,7 @@ class Cluster:
     cluster: int  # 1 = the largest
     terms: list[str]  # most distinctive first
     rows: int
-    representative: int  # index of the row nearest the cluster's centre
+    representative: int | None  # index of the row nearest the cluster's centre (of those that may be shown)
 
     @property
     def name(self) -> str:
@@ -71,8 +72,10 @@ def class_tfidf_terms(texts: list[str], assignments, n_terms: int) -> dict[int, 
     return terms
 
 
-def discover(vectors, texts: list[str], hashes: list[str], settings: Clusters) -> Discovery | None:
-    """Cluster the rows' unit-length ``vectors``; None when there are too few rows for two clusters."""
+def discover(vectors, texts: list[str], hashes: list[str], settings: Clusters,
+             shown: list[bool] | None = None) -> Discovery | None:
+    """Cluster the rows' unit-length ``vectors``; None when there are too few rows for two clusters. ``shown``:
+    per row, whether it may name its cluster and be its representative (default: every row)."""
     import sklearn.cluster  # noqa: F401  (loaded first: threadpoolctl limits only the libraries already loaded)
     from threadpoolctl import threadpool_limits
 
@@ -80,10 +83,11 @@ def discover(vectors, texts: list[str], hashes: list[str], settings: Clusters) -
     if n < 2 * settings.min_cluster_rows:
         return None
     with threadpool_limits(1):  # measured: OpenMP threads beside torch's take 8 s instead of 0.1 s for 300 rows
-        return fit_clusters(vectors, texts, hashes, settings)
+        return fit_clusters(vectors, texts, hashes, settings, shown)
 
 
-def fit_clusters(vectors, texts: list[str], hashes: list[str], settings: Clusters) -> Discovery | None:
+def fit_clusters(vectors, texts: list[str], hashes: list[str], settings: Clusters,
+                 shown: list[bool] | None = None) -> Discovery | None:
     import numpy as np
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
@@ -110,13 +114,15 @@ def fit_clusters(vectors, texts: list[str], hashes: list[str], settings: Cluster
     order = sorted(set(raw), key=lambda c: (-(raw == c).sum(), min(h for h, r in zip(hashes, raw) if r == c)))
     renumber = {old: new for new, old in enumerate(order, start=1)}
     assignments = [renumber[c] for c in raw]
-    terms = class_tfidf_terms(texts, assignments, settings.name_terms)
+    shown = np.ones(n, dtype=bool) if shown is None else np.asarray(shown, dtype=bool)
+    terms = class_tfidf_terms([t if ok else "" for t, ok in zip(texts, shown)], assignments, settings.name_terms)
     clusters = []
     for old, new in renumber.items():
         members = np.flatnonzero(raw == old)
         centre = vectors[members].mean(axis=0)
-        nearest = members[np.argmax(vectors[members] @ centre)]
-        clusters.append(Cluster(new, terms[new], int(len(members)), int(nearest)))
+        candidates = members[shown[members]]  # none: a cluster of hidden rows has no representative
+        nearest = int(candidates[np.argmax(vectors[candidates] @ centre)]) if len(candidates) else None
+        clusters.append(Cluster(new, terms[new], int(len(members)), nearest))
     return Discovery(assignments, sorted(clusters, key=lambda c: c.cluster), score)
 
 
@@ -145,7 +151,8 @@ def build_clusters(spec: PipelineSpec, conn, partition: Partition, key: CacheKey
     discovery = None
     if settings.enabled and spec.lm.embeddings:
         numbers, keys, texts, hashes, vectors = read_embeddings(spec, conn, partition, key)
-        discovery = discover(vectors, texts, hashes, settings)
+        excluded = toxicity.excluded_row_numbers(spec, conn, partition)
+        discovery = discover(vectors, texts, hashes, settings, [n not in excluded for n in numbers])
     conn.execute(sql.SQL("alter table {} add column if not exists cluster integer, "
                          "add column if not exists cluster_name text").format(rows))
     target = staging_table(spec, partition, "clusters")
@@ -168,8 +175,9 @@ def build_clusters(spec: PipelineSpec, conn, partition: Partition, key: CacheKey
     ).format(rows=rows), (list(names), list(names.values())))
     total = len(numbers)
     db.copy_rows(conn, target, CLUSTER_COLUMNS, (
-        (partition.start, c.cluster, c.name, c.terms, c.rows, c.rows / total, keys[c.representative],
-         texts[c.representative], len(discovery.clusters), discovery.silhouette) for c in discovery.clusters))
+        (partition.start, c.cluster, c.name, c.terms, c.rows, c.rows / total,
+         *((keys[c.representative], texts[c.representative]) if c.representative is not None else (None, None)),
+         len(discovery.clusters), discovery.silhouette) for c in discovery.clusters))
     log.info("%s %s: %d clusters (silhouette %.3f) over %d rows", spec.name, partition, len(discovery.clusters),
              discovery.silhouette, total)
     return discovery

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from psycopg import sql
 
 from lm_insights.explain.report import SIGNIFICANCE, Finding, interval_text, read_findings
+from lm_insights.guard.toxicity import masked
 from lm_insights.runtime import db
 
 HISTORY_PARTITIONS = 14  # partitions shown in the label-mix and quality charts
@@ -411,6 +412,7 @@ def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
         clusters = conn.execute(sql.SQL(
             "select name, rows, share, representative_key, representative_text from {} where partition_start = %s "
             "order by cluster").format(q("clusters")), (partition,)).fetchall()
+        clusters = [(*c[:4], masked(c[4])) for c in clusters]  # a representative row may be a toxic one
         mapped = cluster_points(conn, schema, name, partition) if clusters else None
         parts.append("<h3>Clusters</h3>" + (cluster_map(*mapped) if mapped else "")
                      + html_table(["cluster", "rows", "share", "representative row", "text"], clusters))
@@ -421,7 +423,8 @@ def pipeline_section(conn, schema: str, name: str, partition=None) -> str:
             "where e.partition_start = %s order by e.label_set, e.sample desc, e._row_number limit %s").format(
             e=q("explanations"), r=q("rows")), (partition, EXPLAINED_ROWS)).fetchall()
         rows = "".join(f"<tr><td>{cell(k)}</td><td>{cell(s)}: {cell(label)}</td><td>{cell(sample)}</td>"
-                       f"<td>{highlighted(text, words)}</td></tr>" for k, s, label, sample, text, words in explained)
+                       f"<td>{highlighted(masked(text), words)}</td></tr>"
+                       for k, s, label, sample, text, words in explained)
         budget = conn.execute(sql.SQL(
             "select timings ->> 'explain_words_explained', timings ->> 'explain_words_skipped_for_budget' from {} "
             "where pipeline = %s and partition_start = %s and timings ? 'explain_words_explained' "

@@ -23,6 +23,7 @@ from typing import Literal
 from psycopg import sql
 
 from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.guard import toxicity
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec, Rules
 
@@ -343,18 +344,20 @@ def read_rows(spec: PipelineSpec, conn, partition: Partition, limit: int, window
     import pandas as pd
 
     columns = [*spec.row_columns, *(f"{name}_label" for name in spec.lm.label_sets)]
-    staged = sql.SQL("select {start}::timestamptz as partition_start, _row_number, {cols} from {rows}").format(
-        start=sql.Literal(partition.start), cols=db.columns_sql(columns), rows=staging_table(spec, partition, "rows"))
+    staged = sql.SQL("select {start}::timestamptz as partition_start, _row_number, {cols} from {rows} as r "
+                     "where {kept}").format(start=sql.Literal(partition.start), cols=db.columns_sql(columns),
+                                            rows=staging_table(spec, partition, "rows"),
+                                            kept=toxicity.kept_for_findings(spec, partition))
     loaded_columns = db.table_columns(conn, spec.sink.schema_, f"{spec.name}_rows")
     if window_days and window_days > 1 and loaded_columns:
         # columns a changed spec added since are NULL in the older rows
         selected = sql.SQL(", ").join(sql.Identifier(c) if c in loaded_columns else
                                       sql.SQL("null as {}").format(sql.Identifier(c)) for c in columns)
         staged = sql.SQL("{staged} union all select partition_start, _row_number, {selected} from {loaded} "
-                         "where partition_start >= {first} and partition_start < {start}").format(
+                         "where partition_start >= {first} and partition_start < {start} and {kept}").format(
             staged=staged, selected=selected, loaded=db.qualified(spec.sink.schema_, f"{spec.name}_rows"),
             first=sql.Literal(partition.start - dt.timedelta(days=window_days - 1)),
-            start=sql.Literal(partition.start))
+            start=sql.Literal(partition.start), kept=toxicity.kept_loaded(spec, loaded_columns))
     cursor = conn.execute(sql.SQL("select * from ({}) as w order by hashtext(extract(epoch from partition_start)::bigint "
                                   "|| ':' || _row_number), partition_start, _row_number limit %s").format(staged),
                           (limit,))

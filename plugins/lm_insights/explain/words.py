@@ -30,6 +30,7 @@ from psycopg import sql
 
 from lm_insights.core.cache import CacheKey, cache_table
 from lm_insights.core.partition import Partition, staging_table
+from lm_insights.guard import toxicity
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec, Words
 
@@ -113,9 +114,10 @@ def sample_rows(spec: PipelineSpec, conn, partition: Partition, label_set: str, 
         "select r._row_number, {key_text} as row_key, r.text, t.text_sha256, {best} as best, {kind} as sample "
         "from {rows} as r join {texts} as t using (_row_number) join {cache} as c on c.text_sha256 = t.text_sha256 "
         "and c.model_key = %(model_key)s and c.head_version = %(head_version)s "
-        "and c.template_version = %(template_version)s where {best} is not null")
+        "and c.template_version = %(template_version)s where {best} is not null and {kept}")
     parts = dict(key_text=key_text, best=best, rows=staging_table(spec, partition, "rows"),
-                 texts=staging_table(spec, partition, "texts"), cache=cache_table(spec))
+                 texts=staging_table(spec, partition, "texts"), cache=cache_table(spec),
+                 kept=toxicity.kept_for_findings(spec, partition))
     margin = sql.Identifier(f"{label_set}_margin")
     query = sql.SQL("(({uncertain} order by r.{margin} nulls last, r._row_number limit %(uncertain)s) union all "
                     "({random} order by hashtext(r._row_number::text || %(seed)s), r._row_number "

@@ -180,6 +180,24 @@ def control_family(checks: list[Check]) -> list[Check]:
     return checks
 
 
+def flag_share(subject: str, reference: tuple[int, int], current: tuple[int, int], increase: float, p_value: float,
+               action: str) -> Check:
+    """The share of rows flagged ``subject`` (``(flagged, rows)`` per side), tripped when it rose by more than
+    ``increase`` over the reference's and a one-sided Fisher exact test gives p below ``p_value``."""
+    from scipy.stats import fisher_exact
+
+    (r_flagged, r_rows), (c_flagged, c_rows) = reference, current
+    if min(r_rows, c_rows) == 0:
+        return Check("flag_share", subject, None, increase, action, None, {"skipped": "no rows on a side"})
+    r_share, c_share = r_flagged / r_rows, c_flagged / c_rows
+    p = float(fisher_exact([[c_flagged, c_rows - c_flagged], [r_flagged, r_rows - r_flagged]],
+                           alternative="greater").pvalue)
+    rise = c_share - r_share
+    return Check("flag_share", subject, rise, increase, action, not (rise > increase and p < p_value),
+                 {"current_share": round(c_share, 4), "reference_share": round(r_share, 4), "current_rows": c_rows,
+                  "reference_rows": r_rows, "fisher_p_value": p, "p_value_threshold": p_value})
+
+
 def decide(checks: list[Check]) -> str:
     """The run's action: the most severe action among tripped gates, or ``load``."""
     tripped = [c.action for c in checks if c.tripped]

@@ -3,7 +3,8 @@
 - ``quality_flags`` (text[]): ``empty`` (nothing left of the text columns once markup and entities are removed),
   ``too_short`` (fewer than ``guard.min_text_chars`` characters left), ``markup_or_digits`` (under half of the
   text columns' characters are letters), ``duplicate`` (another row of the partition has the same text),
-  ``truncated`` (longer than the model reads);
+  ``truncated`` (longer than the model reads), ``toxic`` (guard/toxicity.py), ``inconsistent`` (a promoted head
+  contradicts the recorded outcome with high confidence: guard/inconsistent.py);
 - ``ambiguous``: some label set's best label leads the runner-up by less than its ``min_margin`` (``uncertain``),
   or some label set's or classification head's ``<name>_entropy`` is above ``guard.max_entropy``;
 - ``ood_score``: cosine distance of the row's embedding to its nearest reference embedding (the promoted head's
@@ -20,6 +21,7 @@ import numpy as np
 from psycopg import sql
 
 from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.guard import inconsistent, toxicity
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
 
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 # all-MiniLM-L6-v2 was trained with a cross entropy over the cosines of a batch's candidate pairs (its model card),
 # the objective of sentence-transformers' MultipleNegativesRankingLoss, which scales the cosines by 20 by default.
 ZERO_SHOT_SCALE = 20.0
-QUALITY_FLAGS = ("empty", "too_short", "markup_or_digits", "duplicate", "truncated")
+QUALITY_FLAGS = ("empty", "too_short", "markup_or_digits", "duplicate", "truncated", "toxic", "inconsistent")
 MARKUP = r"<[^>]*>|&[#a-zA-Z0-9]+;"  # tags and HTML entities
 TEXT_TYPES = ("text", "character varying", "character")
 OOD_DECIMALS = 6  # ood_score's precision: far below any threshold's meaning, above float noise
@@ -134,8 +136,10 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9, None)
 
 
-def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: OodReference, key: CacheKey) -> dict:
-    """Add the flag columns to staging ``rows``; return per-partition counts and the OOD reference used."""
+def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: OodReference, key: CacheKey,
+              conninfo: str | None = None, heads: dict[str, int] | None = None) -> dict:
+    """Add the flag columns to staging ``rows``; return per-partition counts and the OOD reference used.
+    ``heads``: the promoted head versions the run used (``conninfo`` loads them), for ``inconsistent``."""
     rows, name = staging_table(spec, partition, "rows"), staging_name(spec, partition, "rows")
     types = db.table_columns(conn, STAGING_SCHEMA, name)
     text_columns = [c for c in spec.text.columns if types.get(c, "").split("(")[0] in TEXT_TYPES]
@@ -148,6 +152,8 @@ def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: OodRefe
                          "where f._row_number = r._row_number").format(
         rows=rows, flags=text_quality_sql(spec, text_columns), low_margin=low_margin_sql(spec),
         entropy=high_entropy_sql(spec)))
+    toxicity.copy_to_rows(spec, conn, partition)
+    inconsistent.flag_partition(spec, conninfo, conn, partition, key, heads or {})
     if spec.lm.embeddings and reference.threshold is not None:
         found = conn.execute(sql.SQL(
             "select r._row_number, c.embedding::real[] from {rows} as r join {texts} as t using (_row_number) "

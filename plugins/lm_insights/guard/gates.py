@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 QUALITY_COLUMNS = ("run_id", "partition_start", "partition_end", "check", "subject", "figure", "threshold",
                    "action", "passed", "details")
-GATES = ("label_mix", "metric_drift", "embedding_drift")
+GATES = ("label_mix", "metric_drift", "embedding_drift", "flag_share")
+FLAGS_WITH_SHARES = ("toxic", "inconsistent")  # their share of the rows: in runs, the summary and the flag_share gate
 CHECKS = (*GATES, "row_flags", "output_expectation")
 
 
@@ -49,6 +50,11 @@ class Verdict:
     checks: list[Check]
     row_flags: dict[str, int] = dataclasses.field(default_factory=dict)  # rows per flag, and "rows"
     ood_reference: dict | None = None  # what the ood flag was measured against (flags.OodReference.describe)
+
+    def share(self, flag: str) -> float | None:
+        """The share of the partition's rows flagged ``flag`` (None without rows)."""
+        rows = self.row_flags.get("rows")
+        return self.row_flags.get(flag, 0) / rows if rows else None
 
     @property
     def status(self) -> str:
@@ -176,11 +182,24 @@ def measure(spec: PipelineSpec, conn, partition: Partition, model_key: str, refe
         gate = guard.embedding_drift
         checks.append(drift.embedding_drift(reference, embeddings(spec, conn, staged, everything, {}, model_key),
                                             gate.roc_auc, gate.p_value, gate.action))
+    if guard.flag_share:
+        for flag in FLAGS_WITH_SHARES:
+            checks.append(drift.flag_share(flag, flagged_rows(conn, published, where, params, flag),
+                                           flagged_rows(conn, staged, everything, {}, flag),
+                                           guard.flag_share.increase, guard.flag_share.p_value, guard.flag_share.action))
     return drift.control_family(checks)
 
 
+def flagged_rows(conn, table: sql.Composable, where: sql.Composable, params: dict, flag: str) -> tuple[int, int]:
+    """(rows with ``flag`` in their quality_flags, rows) of ``table`` where ``where``."""
+    flagged, total = conn.execute(sql.SQL("select count(*) filter (where %(flag)s = any(quality_flags)), count(*) "
+                                          "from {} where {}").format(table, where), {**params, "flag": flag}).fetchone()
+    return flagged, total
+
+
 def _threshold(gate) -> float:
-    return getattr(gate, "psi", None) or getattr(gate, "effect_size", None) or gate.roc_auc
+    return (getattr(gate, "psi", None) or getattr(gate, "effect_size", None) or getattr(gate, "increase", None)
+            or gate.roc_auc)
 
 
 def row_flag_checks(spec: PipelineSpec, found: dict) -> list[Check]:
@@ -195,6 +214,22 @@ def row_flag_checks(spec: PipelineSpec, found: dict) -> list[Check]:
             for flag in ("ambiguous", "low_margin", "high_entropy", "ood", *flags.QUALITY_FLAGS)]
 
 
+def flag_sentences(spec: PipelineSpec, counts: dict[str, int]) -> list[str]:
+    """The summary's sentence on toxic and inconsistent rows, when there are any."""
+    rows = counts["rows"]
+    parts = []
+    if counts.get("toxic") and spec.guard.toxicity:
+        kept_out = ", kept out of clusters, word explanations and rules" if (
+            spec.guard.toxicity.action == "exclude_from_findings") else ""
+        parts.append(f"{counts['toxic']} of {rows} rows ({counts['toxic'] / rows:.1%}) have toxic text (toxicity >= "
+                     f"{spec.guard.toxicity.threshold:g}{kept_out})")
+    if counts.get("inconsistent"):
+        targets = ", ".join(sorted({h.target for h in spec.lm.heads.values() if h.task == "classification"}))
+        parts.append(f"{counts['inconsistent']} of {rows} rows ({counts['inconsistent'] / rows:.1%}) have a recorded "
+                     f"{targets} that the promoted head contradicts with high confidence (flagged inconsistent)")
+    return [f"Flags: {'; '.join(parts)}."] if parts else []
+
+
 def guard_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
                     heads: dict[str, int] | None = None) -> Verdict:
     """Flag the staged rows, run the output expectations and the drift gates; a tripped check's sentence goes
@@ -207,16 +242,17 @@ def guard_partition(spec: PipelineSpec, conninfo: str, partition: Partition, key
         cards = models.cards(conn, spec, heads)
         ood_reference = (head_reference(spec, conn, heads, cards, key.model_key) if spec.lm.embeddings else None
                          ) or flags.window_reference(spec, reference)
-        found = flags.flag_rows(spec, conn, partition, ood_reference, key)
+        found = flags.flag_rows(spec, conn, partition, ood_reference, key, conninfo, heads)
         checks = measure(spec, conn, partition, key.model_key, reference)
     checks += check_outputs(spec, conninfo, partition, cards)
     verdict = Verdict(drift.decide(checks), checks + row_flag_checks(spec, found), found["counts"],
                       found["ood_reference"])
     tripped = [c.sentence() for c in checks if c.tripped]
-    if tripped and verdict.action != "fail":
+    added = flag_sentences(spec, found["counts"]) + ([f"Guard: {'; '.join(tripped)}."] if tripped else [])
+    if added and verdict.action != "fail":
         with db.connect(conninfo) as conn:
             conn.execute(sql.SQL("update {} set summary = summary || %s").format(
-                staging_table(spec, partition, "summary")), (" Guard: " + "; ".join(tripped) + ".",))
+                staging_table(spec, partition, "summary")), (" " + " ".join(added),))
     log.info("%s %s guard: %s", spec.name, partition, verdict.flags())
     return verdict
 
@@ -256,10 +292,12 @@ def record_checks(spec: PipelineSpec, conninfo: str, partition: Partition, run_i
             (run_id, partition.start, partition.end, c.check, c.subject, c.figure, c.threshold, c.action, c.passed,
              json.dumps(c.details, default=str)) for c in verdict.checks))
         conn.execute(sql.SQL(
-            "insert into {runs} (run_id, pipeline, partition_start, partition_end, status, guard) "
-            "values (%s, %s, %s, %s, 'running', %s) on conflict (pipeline, run_id) do update set guard = excluded.guard"
-        ).format(runs=db.qualified(schema, "runs")),
-            (run_id, spec.name, partition.start, partition.end, json.dumps(verdict.flags())))
+            "insert into {runs} (run_id, pipeline, partition_start, partition_end, status, guard, toxic_share, "
+            "inconsistent_share) values (%s, %s, %s, %s, 'running', %s, %s, %s) on conflict (pipeline, run_id) do "
+            "update set guard = excluded.guard, toxic_share = excluded.toxic_share, "
+            "inconsistent_share = excluded.inconsistent_share").format(runs=db.qualified(schema, "runs")),
+            (run_id, spec.name, partition.start, partition.end, json.dumps(verdict.flags()),
+             *(verdict.share(flag) for flag in FLAGS_WITH_SHARES)))
 
 
 def load_guarded(spec: PipelineSpec, conninfo: str, partition: Partition, run_id: str,

@@ -216,7 +216,8 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
                                 "more data")
     settings = {"method": method, "window_days": window, "epochs": epochs if method == "finetune" else None,
                 "learning_rate": head.learning_rate if method == "finetune" else None, "labels": labels,
-                "evaluation_share": head.evaluation_share, "encoder": engine.model_key, "seed": SEED}
+                "evaluation_share": head.evaluation_share, "encoder": engine.model_key, "seed": SEED,
+                **({"exclude_inconsistent": True} if head.exclude_inconsistent else {})}
     data_fingerprint = fingerprint(rows, settings)
     promoted = models.promoted_versions(conninfo, spec).get(name)
     promoted_head = models.load_head(conninfo, spec, name, promoted) if promoted else None
@@ -230,14 +231,15 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
 
     base = fill_embeddings(rows, engine, say)
     train_base, eval_base = base[train_index], base[eval_index]
+    fit_rows, fit_base, excluded = without_inconsistent(head, fit_rows, train_base[:n_fit], labels, say)
     if method == "linear":
-        trained = train.fit_linear(train_base[:n_fit], fit_rows.targets, head.task, labels=labels, seed=SEED,
+        trained = train.fit_linear(fit_base, fit_rows.targets, head.task, labels=labels, seed=SEED,
                                    validation=(train_base[n_fit:], validation_rows.targets), log=say)
     else:
         trained = train.finetune(engine, fit_rows.texts, fit_rows.targets, head.task, labels=labels,
                                  epochs=epochs, learning_rate=head.learning_rate, seed=SEED,
                                  validation=(validation_rows.texts, validation_rows.targets), log=say,
-                                 embeddings=train_base[:n_fit], validation_embeddings=train_base[n_fit:])
+                                 embeddings=fit_base, validation_embeddings=train_base[n_fit:])
     head_engine = train.head_engine(engine, trained)
     eval_vectors = eval_base if method == "linear" else np.asarray(head_engine.encode(eval_rows.texts).vectors)
     predicted = train.predict_from_embeddings(trained, eval_vectors)
@@ -285,6 +287,7 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
             "evaluation_from": str(eval_rows.times[0]), "evaluation_until": str(eval_rows.times[-1])},
         "training": json.loads(json.dumps(trained.info, default=str)), "code_version": code_version(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), **card_extra,
+        **({"inconsistent_excluded": excluded} if head.exclude_inconsistent else {}),
     }
     reference, card["ood_reference"] = ood_reference(train_base, spec.guard.ood_quantile)
     card["ood_reference"]["encoder"] = engine.model_key
@@ -293,6 +296,21 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
         version = models.save_version(conn, spec, name, weights, card, decision, reason, reference)
     say(f"stored as v{version} in {spec.sink.schema_}.models ({len(weights)} bytes)")
     return TrainResult(name, decision, reason, version, metrics)
+
+
+def without_inconsistent(head: Head, fit_rows: LabelledRows, fit_base: np.ndarray, labels: list[str] | None,
+                         say) -> tuple[LabelledRows, np.ndarray, int]:
+    """With ``exclude_inconsistent`` (classification), the training rows less those whose recorded class confident
+    learning on out-of-fold probabilities calls a label error (guard/inconsistent.py); else all of them."""
+    if not head.exclude_inconsistent or head.task != "classification":
+        return fit_rows, fit_base, 0
+    from lm_insights.guard.inconsistent import consistent_rows
+
+    kept = consistent_rows(fit_base, fit_rows.targets, labels)
+    excluded = len(fit_rows) - len(kept)
+    say(f"left out {excluded} of {len(fit_rows)} training rows whose recorded {head.target} the out-of-fold model "
+        "contradicts with high confidence (exclude_inconsistent)")
+    return fit_rows.take(list(kept)), fit_base[kept], excluded
 
 
 def ood_reference(train_base: np.ndarray, quantile: float) -> tuple[bytes, dict[str, Any]]:

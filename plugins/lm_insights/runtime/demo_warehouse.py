@@ -98,7 +98,7 @@ NAMES = {p[0]: p[1] for p in PRODUCTS}
 # Rows of mess added to every day (on top of sales_per_day / reviews_per_day).
 MESSY_SALES = {"null_price": 2, "negative_price": 2, "null_units": 2, "duplicates": 3}
 MESSY_REVIEWS = {"chinese": 2, "emoji": 2, "html": 2, "long": 1, "null_text": 1, "rating_out_of_range": 1,
-                 "duplicates": 2}
+                 "duplicates": 2, "toxic_or_contradictory": 5}
 
 RATING_WEIGHTS = {5: 35, 4: 25, 3: 15, 2: 10, 1: 15}
 TOPICS = ("quality", "delivery", "price")
@@ -188,6 +188,15 @@ LONG_REVIEW_SENTENCES = [
     "Overall I would give it four and a half stars if half stars were possible on this site.",
 ]
 LONG_REVIEW_MIN_WORDS = 420
+# Added to every day for the guard (docs/guards.md): offensive reviews (flagged toxic) and reviews whose rating
+# contradicts their words, a glowing text stored with 1 star (flagged inconsistent once a head is promoted).
+TOXIC_AND_CONTRADICTORY_REVIEWS = [
+    (1, "This {product} is fucking garbage and the idiots in support are useless."),
+    (2, "What a piece of shit. Whoever designed this {product} is a moron."),
+    (1, "Excellent {product}, works perfectly, great quality and fast delivery. Highly recommended!"),
+    (1, "I love this {product}, it is wonderful and exactly what I hoped for. Five stars from me."),
+    (5, "Terrible {product}, it broke after two days and support never answered. A waste of money."),
+]
 
 
 def create_schema(conninfo: str) -> None:
@@ -278,6 +287,7 @@ def reviews_of_day(day: dt.date, reviews_per_day: int, seed: int) -> list[tuple]
     for _ in range(MESSY_REVIEWS["rating_out_of_range"]):
         product_id = rng.choice(products)
         add(product_id, 0, rng.choice(REVIEW_TEMPLATES["neutral"]["quality"]).format(product=NAMES[product_id]))
+    add_from(TOXIC_AND_CONTRADICTORY_REVIEWS, MESSY_REVIEWS["toxic_or_contradictory"])
     rows.extend(duplicates)
     return rows
 

@@ -32,6 +32,7 @@ from typing import Any
 from psycopg import sql
 
 from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.guard import toxicity
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
 
@@ -349,12 +350,13 @@ def _validate(spec: PipelineSpec, conninfo: str, partition: Partition, context, 
                         reasons.append(_reason(name, kwargs, values))
 
     with db.connect(conninfo) as conn:
-        if spec.insights.non_finite == "reject":
-            for row_number, label, reason in non_finite_rows(spec, conn, partition):
-                labels, reasons = rejects.setdefault(row_number, ([], []))
-                labels.append(label)
-                reasons.append(reason)
-                row_failures[label] = row_failures.get(label, 0) + 1
+        row_checks = non_finite_rows(spec, conn, partition) if spec.insights.non_finite == "reject" else []
+        row_checks += toxicity.score_partition(spec, conninfo, conn, partition)  # [] unless its action is reject
+        for row_number, label, reason in row_checks:
+            labels, reasons = rejects.setdefault(row_number, ([], []))
+            labels.append(label)
+            reasons.append(reason)
+            row_failures[label] = row_failures.get(label, 0) + 1
         _write_pending(conn, pending, rejects)
 
     table_results: list[tuple[str, bool, Any]] = []
