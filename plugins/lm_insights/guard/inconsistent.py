@@ -1,17 +1,17 @@
 """Rows whose recorded outcome the model contradicts with high confidence: confident learning (Northcutt, Jiang and
-Chuang 2021, "Confident Learning: Estimating Uncertainty in Dataset Labels"; cleanlab's ``confident_learning``
-filter).
+Chuang 2021, "Confident Learning: Estimating Uncertainty in Dataset Labels") through cleanlab's
+``find_label_issues`` (its default, ``prune_by_noise_rate``).
 
-Per class j the threshold t_j is the mean probability of j over the rows recorded as j (the model's own
-self-confidence on that class). A row recorded as i is a label issue when the most probable class among those at or
-above their threshold is some j != i: the model is at least as sure of j as it usually is of a true j. The
-benchmark (``python -m lm_insights.guard.inconsistent_bench``) measures this against cleanlab's
-``find_label_issues`` on planted label errors.
+Confident learning estimates, from the model's probabilities, how many rows of each recorded class truly belong to
+each other class (the confident joint: a row counts for class j when p_j reaches j's mean self-confidence), and
+calls that many rows label issues per pair of classes, those with the largest margin p_j - p_recorded; a row whose
+most probable class is its recorded one is never an issue. The benchmark (``python -m
+lm_insights.guard.inconsistent_bench``) plants label errors in real reviews and measures it.
 
-In a run, every classification head with a promoted version and a known target gets its probabilities on the
-partition's rows (the cached embeddings through the promoted head; linear heads); a row found is flagged
-``inconsistent`` in ``quality_flags`` and ``inconsistency`` holds the evidence per head: the recorded value and its
-class, the predicted class, its probability and the class threshold it passed.
+In a run, every classification head with a promoted version (``linear``) gets its probabilities on the partition's
+rows with a known target (the cached embeddings through the promoted head); a row found is flagged ``inconsistent``
+in ``quality_flags`` and ``inconsistency`` holds the evidence per head: the recorded value and its class, the
+predicted class and its probability, the probability of the recorded class.
 """
 
 from __future__ import annotations
@@ -29,27 +29,19 @@ from lm_insights.steps.partition import Partition, staging_table
 log = logging.getLogger(__name__)
 
 INCONSISTENT = "inconsistent"
-MIN_COMPARED_ROWS = 10  # fewer rows with a known target: the class thresholds would be one or two rows' noise
+MIN_COMPARED_ROWS = 10  # fewer rows with a known target: the confident joint would be one or two rows' noise
 OUT_OF_FOLD_SPLITS = 5  # training rows: out-of-fold probabilities, so no row is judged by a model that learnt it
 
 
-def class_thresholds(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Per class, the mean probability of that class over the rows labelled with it (inf: no such row)."""
-    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
-    return np.array([probabilities[labels == j, j].mean() if (labels == j).any() else np.inf
-                     for j in range(probabilities.shape[1])])
+def label_issues(labels, probabilities) -> np.ndarray:
+    """The rows confident learning calls label issues (bool mask). ``labels``: (N,) class index per row;
+    ``probabilities``: (N, K) out-of-sample probabilities of the classes."""
+    from cleanlab.filter import find_label_issues
 
-
-def label_issues(labels, probabilities) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(issue mask, the confidently predicted class per row or -1, per-class thresholds) of confident learning.
-
-    ``labels``: (N,) class index per row; ``probabilities``: (N, K) out-of-sample probabilities of the classes."""
     labels = np.asarray(labels)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    thresholds = class_thresholds(labels, probabilities)
-    confident = probabilities >= thresholds - 1e-12  # (N, K): classes the row is confidently in
-    predicted = np.where(confident.any(axis=1), np.where(confident, probabilities, -1.0).argmax(axis=1), -1)
-    return (predicted >= 0) & (predicted != labels), predicted, thresholds
+    if len(np.unique(labels)) < 2:  # one recorded class: nothing to contradict it with
+        return np.zeros(len(labels), dtype=bool)
+    return np.asarray(find_label_issues(labels, np.asarray(probabilities, dtype=np.float64)), dtype=bool)
 
 
 def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, n_classes: int,
@@ -74,7 +66,7 @@ def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, n_clas
 def consistent_rows(embeddings: np.ndarray, targets: list, classes: list[str]) -> np.ndarray:
     """Indexes of the training rows that confident learning does not call label errors (out-of-fold)."""
     labels = np.array([classes.index(t) for t in targets])
-    issues, _, _ = label_issues(labels, out_of_fold_probabilities(np.asarray(embeddings), labels, len(classes)))
+    issues = label_issues(labels, out_of_fold_probabilities(np.asarray(embeddings), labels, len(classes)))
     return np.flatnonzero(~issues)
 
 
@@ -110,13 +102,13 @@ def flag_partition(spec: PipelineSpec, conninfo: str, conn, partition: Partition
 
         probabilities = predict_from_embeddings(loaded.head, np.array([v for *_, v in known], dtype=np.float32))
         labels = np.array([classes.index(label) for _, _, label, _ in known])
-        issues, predicted, thresholds = label_issues(labels, probabilities)
-        for i in np.flatnonzero(issues):
+        for i in np.flatnonzero(label_issues(labels, probabilities)):
             n, value, label, _ = known[i]
-            j = predicted[i]
+            j = int(probabilities[i].argmax())
             evidence.setdefault(n, {})[name] = {
                 "recorded": str(value), "recorded_class": label, "predicted": classes[j],
-                "probability": round(float(probabilities[i, j]), 4), "class_threshold": round(float(thresholds[j]), 4),
+                "probability": round(float(probabilities[i, j]), 4),
+                "recorded_class_probability": round(float(probabilities[i, labels[i]]), 4),
                 "version": heads[name], "rows_compared": len(known)}
     if evidence:
         conn.execute("create temporary table inconsistent_rows (_row_number bigint, evidence jsonb) on commit drop")
