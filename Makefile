@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt requirements-data.txt constraints.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test up stop bench lm-bench quality system-deps clean
+.PHONY: demo test up stop bench lm-bench quality guard-quality system-deps clean
 
 $(STAMP):
 	@echo "[lm-insights] installing pinned requirements into $(VENV) (about 2 minutes on a fresh machine)"
@@ -43,6 +43,11 @@ lm-bench: $(STAMP)
 # accuracy of zero-shot, linear, finetune and SetFit on real reviews split by date (about 25 minutes on 2 cores)
 quality: $(STAMP)
 	$(PY) -m lm_engine quality --json artifacts/quality.json
+
+# the toxic and inconsistent row flags: planted label errors in real reviews, toxicity against a word list, cost
+guard-quality: $(STAMP)
+	$(PY) -m lm_insights.guard.inconsistent_bench
+	$(PY) -m lm_insights.guard.toxicity_bench
 
 clean: stop
 	rm -rf .local

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from psycopg import sql
 from test_guard import DAYS, ITEMS, ROWS_PER_DAY, engine, feedback_spec, put_day, query, reviews, shop  # noqa: F401
 
 from lm_insights.explain.html_report import render_html
@@ -13,7 +14,7 @@ from lm_insights.guard import toxicity
 from lm_insights.guard.inconsistent import label_issues
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import db
-from lm_insights.steps.partition import Partition
+from lm_insights.core.partition import Partition
 
 TOXIC = ["You are a fucking idiot, this {item} is shit.", "What a piece of shit {item}, the seller is a moron.",
          "This {item} is fucking garbage and so are you, asshole."]
@@ -169,3 +170,28 @@ def test_label_issues_find_planted_errors_and_never_a_row_the_model_agrees_with(
     assert issues[:15].sum() >= 12 and issues[15:].sum() <= 15
     assert not (issues & (probabilities.argmax(axis=1) == labels)).any()
     assert not label_issues(np.zeros(20, dtype=int), probabilities[:20]).any(), "one recorded class: no issue"
+
+
+@pytest.mark.parametrize("action, fitted", [("flag", {1, 2, 3}), ("exclude_from_findings", {1, 3})])
+def test_rules_are_fitted_without_the_toxic_rows_that_exclude_from_findings_keeps_out(warehouse_conninfo, action,
+                                                                                      fitted):
+    from lm_insights.core.partition import staging_table
+    from lm_insights.explain.rules import read_rows
+
+    spec = feedback_spec(guard={"toxicity": {"action": action}})
+    with db.connect(warehouse_conninfo) as conn:
+        conn.execute("create schema lm_staging")
+        conn.execute(table_sql("create table {} (_row_number bigint, feedback_id bigint, feedback_day date, "
+                                 "review text, stars integer, sentiment_label text)", staging_table(spec, DAY3, "rows")))
+        conn.execute(table_sql("insert into {} values (1, 1, '2026-11-03', 'fine', 4, 'positive'), "
+                                 "(2, 2, '2026-11-03', 'you idiot', 1, 'negative'), "
+                                 "(3, 3, '2026-11-03', 'broken', 1, 'negative')", staging_table(spec, DAY3, "rows")))
+        conn.execute(table_sql("create table {} (_row_number bigint, toxicity float8, toxic boolean)",
+                                 staging_table(spec, DAY3, "toxicity")))
+        conn.execute(table_sql("insert into {} values (1, 0.01, false), (2, 0.97, true), (3, 0.2, false)",
+                                 staging_table(spec, DAY3, "toxicity")))
+        assert set(read_rows(spec, conn, DAY3, 100)["_row_number"]) == fitted
+
+
+def table_sql(statement: str, table) -> sql.Composed:
+    return sql.SQL(statement).format(table)

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 ZERO_SHOT_SCALE = 20.0
 QUALITY_FLAGS = ("empty", "too_short", "markup_or_digits", "duplicate", "truncated", "toxic", "inconsistent")
 MARKUP = r"<[^>]*>|&[#a-zA-Z0-9]+;"  # tags and HTML entities
-TEXT_TYPES = ("text", "character varying", "character")
 OOD_DECIMALS = 6  # ood_score's precision: far below any threshold's meaning, above float noise
 
 
@@ -142,7 +141,7 @@ def flag_rows(spec: PipelineSpec, conn, partition: Partition, reference: OodRefe
     ``heads``: the promoted head versions the run used (``conninfo`` loads them), for ``inconsistent``."""
     rows, name = staging_table(spec, partition, "rows"), staging_name(spec, partition, "rows")
     types = db.table_columns(conn, STAGING_SCHEMA, name)
-    text_columns = [c for c in spec.text.columns if types.get(c, "").split("(")[0] in TEXT_TYPES]
+    text_columns = toxicity.text_columns(spec, types)
     for column, type_name in (("quality_flags", "text[]"), ("ambiguous", "boolean"),
                               ("ood_score", "double precision"), ("ood", "boolean")):
         conn.execute(sql.SQL("alter table {} add column if not exists {} {}").format(

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.partition import Partition, staging_table
+from lm_insights.core.partition import Partition, staging_table
 
 log = logging.getLogger(__name__)
 

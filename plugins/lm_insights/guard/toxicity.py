@@ -22,7 +22,7 @@ from psycopg import sql
 
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
 
 TEXT_TYPES = ("text", "character varying", "character")
 TOXIC = "toxic"
@@ -42,9 +42,8 @@ def score_texts(texts: list[str]) -> np.ndarray:
     return np.asarray(predict_prob(list(texts)), dtype=np.float64)
 
 
-def text_columns(spec: PipelineSpec, conn, partition: Partition) -> list[str]:
-    """The spec's text columns that hold text in the extracted rows (numbers and dates are never offensive)."""
-    types = db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "extracted"))
+def text_columns(spec: PipelineSpec, types: dict[str, str]) -> list[str]:
+    """The spec's text columns whose type (``types``: column -> type) holds text, not numbers or dates."""
     return [c for c in spec.text.columns if types.get(c, "").split("(")[0] in TEXT_TYPES]
 
 
@@ -58,7 +57,7 @@ def score_partition(spec: PipelineSpec, conninfo: str, conn, partition: Partitio
         return []
     conn.execute(sql.SQL("create table {} (_row_number bigint primary key, toxicity double precision not null, "
                          "toxic boolean not null)").format(target))
-    columns = text_columns(spec, conn, partition)
+    columns = text_columns(spec, db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "extracted")))
     if not columns:
         return []
     texts = sql.SQL("concat_ws(' ', {})").format(sql.SQL(", ").join(sql.Identifier(c) for c in columns))
