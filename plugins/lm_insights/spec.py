@@ -269,6 +269,9 @@ class Toxicity(_Strict):
     # flag: load and flag; exclude_from_findings: load and flag, never a cluster's representative row, a quoted
     # word explanation or a row a rule is fitted on; reject: into <pipeline>_rejects with the score as reason
     action: Literal["flag", "exclude_from_findings", "reject"] = "flag"
+    # the columns whose text is scored; default: the text-typed text.columns. Leave out names and categories: short
+    # catalogue text scores high by mistake ("Wool Socks" 0.57)
+    columns: list[str] | None = Field(default=None, min_length=1)
 
 
 class FlagShareGate(_Strict):
@@ -316,7 +319,9 @@ class Guard(_Strict):
     metric_drift: MetricDriftGate | None = MetricDriftGate()
     embedding_drift: EmbeddingDriftGate | None = EmbeddingDriftGate()
     flag_share: FlagShareGate | None = FlagShareGate()
-    toxicity: Toxicity | None = Toxicity()  # null: no toxicity score
+    # Off unless set: a score for text people write (reviews, notes), not for catalogue names ("Wool Socks (3 pairs)"
+    # scores 0.74: the classifier was trained on comments and tweets, not product names). {} takes the defaults.
+    toxicity: Toxicity | None = None
     outputs: OutputExpectations = OutputExpectations()  # run in every run: set its action to warn to only flag
 
     @field_validator("outputs", mode="before")
@@ -492,6 +497,10 @@ class PipelineSpec(_Strict):
         if self.guard.label_mix and not self.lm.label_sets:
             raise ValueError("guard.label_mix: the spec has no lm.label_sets to compare; add one, or set "
                              "guard.label_mix: null")
+        for i, column in enumerate((self.guard.toxicity.columns or []) if self.guard.toxicity else []):
+            if column not in self.source.columns:
+                raise ValueError(f"guard.toxicity.columns[{i}]: column {column!r} is not in source.columns "
+                                 f"{sorted(self.source.columns)}")
         regression = sorted(n for n, h in self.lm.heads.items() if h.task == "regression")
         for name in self.guard.outputs.prediction_ranges:
             if name not in regression:

@@ -34,8 +34,7 @@ def put_day3(conninfo: str, toxic: int) -> list[int]:
 
 
 def spec_with(toxicity_settings: dict | None = None, **extra):
-    spec = feedback_spec(guard={"flag_share": {"action": "quarantine"}, **(
-        {"toxicity": toxicity_settings} if toxicity_settings else {})}, **extra)
+    spec = feedback_spec(guard={"flag_share": {"action": "quarantine"}, "toxicity": toxicity_settings or {}}, **extra)
     return spec.model_copy(update={"explain": spec.explain.model_validate(EXPLAIN_ALL)})
 
 
@@ -195,3 +194,10 @@ def test_rules_are_fitted_without_the_toxic_rows_that_exclude_from_findings_keep
 
 def table_sql(statement: str, table) -> sql.Composed:
     return sql.SQL(statement).format(table)
+
+
+def test_toxicity_is_off_by_default_and_its_columns_must_exist():
+    assert feedback_spec().guard.toxicity is None and feedback_spec(guard=False).guard.toxicity is None
+    assert feedback_spec(guard={"toxicity": {}}).guard.toxicity.action == "flag"
+    with pytest.raises(ValueError, match=r"guard.toxicity.columns\[0\]: column 'comment' is not in source.columns"):
+        feedback_spec(guard={"toxicity": {"columns": ["comment"]}})

@@ -183,11 +183,19 @@ def measure(spec: PipelineSpec, conn, partition: Partition, model_key: str, refe
         checks.append(drift.embedding_drift(reference, embeddings(spec, conn, staged, everything, {}, model_key),
                                             gate.roc_auc, gate.p_value, gate.action))
     if guard.flag_share:
-        for flag in FLAGS_WITH_SHARES:
+        for flag in measured_share_flags(spec):
             checks.append(drift.flag_share(flag, flagged_rows(conn, published, where, params, flag),
                                            flagged_rows(conn, staged, everything, {}, flag),
                                            guard.flag_share.increase, guard.flag_share.p_value, guard.flag_share.action))
     return drift.control_family(checks)
+
+
+def measured_share_flags(spec: PipelineSpec) -> list[str]:
+    """The flags of FLAGS_WITH_SHARES the spec measures: ``toxic`` with ``guard.toxicity``, ``inconsistent`` with a
+    classification head."""
+    measured = {"toxic": spec.guard.toxicity is not None,
+                "inconsistent": any(h.task == "classification" for h in spec.lm.heads.values())}
+    return [flag for flag in FLAGS_WITH_SHARES if measured[flag]]
 
 
 def flagged_rows(conn, table: sql.Composable, where: sql.Composable, params: dict, flag: str) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Toxic language per row, scored in the validate step on the row's text columns (not the template's words).
+"""Toxic language per row, scored in the validate step on the row's text columns (``guard.toxicity.columns``, default
+the text-typed ``text.columns``; not the template's words).
 
 ``toxicity`` is alt-profanity-check's probability that the text is offensive: a linear SVM (calibrated) on TF-IDF
 of words and characters, trained on ~200k human-labelled comments and tweets; it ships in its wheel and runs
@@ -57,7 +58,8 @@ def score_partition(spec: PipelineSpec, conninfo: str, conn, partition: Partitio
         return []
     conn.execute(sql.SQL("create table {} (_row_number bigint primary key, toxicity double precision not null, "
                          "toxic boolean not null)").format(target))
-    columns = text_columns(spec, db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "extracted")))
+    columns = settings.columns or text_columns(
+        spec, db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "extracted")))
     if not columns:
         return []
     texts = sql.SQL("concat_ws(' ', {})").format(sql.SQL(", ").join(sql.Identifier(c) for c in columns))
