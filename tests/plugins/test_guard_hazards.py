@@ -116,19 +116,16 @@ def test_recorded_outcomes_the_head_contradicts_are_flagged_with_evidence_and_le
     from lm_insights.learn import training
 
     spec = feedback_spec(heads=HEADS)
-    planted_old = []
-    for day in DAYS[:2]:
-        planted_old += contradictions(day, day.toordinal() * 1000 + 900)
-        put_day(shop, day, reviews(day, 0.2, seed=1) + planted_old[-len(CONTRADICTIONS):])
+    # keys that sort first: the fit rows are the oldest (time, key), the latest of day 1 validate, day 2 evaluates
+    planted_old = contradictions(DAYS[0], DAYS[0].toordinal() * 1000 - 500)
+    put_day(shop, DAYS[0], reviews(DAYS[0], 0.2, seed=1) + planted_old)
     assert run_partition(spec, shop, shop, Partition.days(*DAYS[:2]), engine=engine).status == "success"
     for name in HEADS:
         assert training.train_head(spec, shop, name, engine=engine).decision == "promoted"
     cards = dict(query(shop, "select head, card from insights.models where pipeline = 'feedback'"))
     assert "inconsistent_excluded" not in cards["liked"]
     excluded = cards["liked_consistent"]["inconsistent_excluded"]
-    # 55 training rows here are too few for out-of-fold probabilities to beat the prior: how many it finds is
-    # measured by python -m lm_insights.guard.inconsistent_bench; here, that training says it and leaves them out
-    assert 0 <= excluded <= len(planted_old) + 3
+    assert len(planted_old) - 2 <= excluded <= len(planted_old) + 3, "most planted rows, and few others"
     assert cards["liked_consistent"]["evaluation_split"]["train_rows"] == (
         cards["liked"]["evaluation_split"]["train_rows"] - excluded)
 
@@ -139,10 +136,10 @@ def test_recorded_outcomes_the_head_contradicts_are_flagged_with_evidence_and_le
                                                        "insights.feedback_rows where feedback_day = %s", (DAYS[2],))}
     for key, _, _, stars in planted:
         flags, evidence = found[key]
-        assert "inconsistent" in flags, key
-        liked = evidence["liked"]
-        assert liked["recorded"] == str(stars) and liked["predicted"] != liked["recorded_class"]
-        assert liked["probability"] > liked["recorded_class_probability"] and liked["version"] == 1
+        assert "inconsistent" in flags and evidence, key
+        for head in evidence.values():  # per head that contradicts it
+            assert head["recorded"] == str(stars) and head["predicted"] != head["recorded_class"]
+            assert head["probability"] > head["recorded_class_probability"] and head["version"] == 1
     flagged_regular = [k for k, (f, _) in found.items() if "inconsistent" in f and k < planted[0][0]]
     assert len(flagged_regular) <= 2, "reviews whose stars agree with their words are rarely flagged"
     (share,), = query(shop, "select inconsistent_share from insights.runs where run_id = %s", (record.run_id,))
