@@ -193,9 +193,10 @@ def flag_share(subject: str, reference: tuple[int, int], current: tuple[int, int
     p = float(fisher_exact([[c_flagged, c_rows - c_flagged], [r_flagged, r_rows - r_flagged]],
                            alternative="greater").pvalue)
     rise = c_share - r_share
-    return Check("flag_share", subject, rise, increase, action, not (rise > increase and p < p_value),
-                 {"current_share": round(c_share, 4), "reference_share": round(r_share, 4), "current_rows": c_rows,
-                  "reference_rows": r_rows, "fisher_p_value": p, "p_value_threshold": p_value})
+    return gate_check("flag_share", subject, rise, increase, action, rise > increase, p, p_value,
+                      {"current_share": round(c_share, 4), "reference_share": round(r_share, 4),
+                       "current_rows": c_rows, "reference_rows": r_rows, "fisher_p_value": p,
+                       "p_value_threshold": p_value})
 
 
 def decide(checks: list[Check]) -> str:
