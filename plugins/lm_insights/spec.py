@@ -120,7 +120,7 @@ class LabelSet(_Strict):
 
 
 class Head(_Strict):
-    """A model trained on the warehouse's own outcomes (``lm.heads``): see README "Learn from the warehouse"."""
+    """A model trained on the warehouse's own outcomes (``lm.heads``): see docs/heads.md."""
 
     task: Literal["classification", "regression"]
     target: str  # source column holding the known outcome of past rows; never part of the text (leakage)
