@@ -222,7 +222,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def plan_shards(plan: dict) -> list[dict]:
-            from lm_insights.steps.infer import count_distinct_texts, plan_shards
+            from lm_insights.core.texts import count_distinct_texts
+            from lm_insights.steps.infer import plan_shards
 
             with failing_fast(spec):
                 n = plan_shards(spec, count_distinct_texts(spec, conninfo_for(sink), _partition(plan)),
@@ -257,7 +258,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
 
         @task
         def load(plan: dict) -> dict:
-            from lm_insights.guard.gates import guard_partition, load_guarded
+            from lm_insights.guard.gates import guard_partition
+            from lm_insights.steps.load import load_guarded
             from lm_insights.core.cache import cache_key
 
             started = time.monotonic()
