@@ -262,6 +262,15 @@ def record_checks(spec: PipelineSpec, conninfo: str, partition: Partition, run_i
             (run_id, spec.name, partition.start, partition.end, json.dumps(verdict.flags())))
 
 
+def record_verdict(spec: PipelineSpec, conninfo: str, partition: Partition, run_id: str, verdict: Verdict) -> None:
+    """Record the checks; refuse the partition (:class:`GuardFailed`) when a gate with action ``fail`` tripped."""
+    record_checks(spec, conninfo, partition, run_id, verdict)
+    if verdict.action == "fail":
+        raise GuardFailed(f"{spec.name} {partition}: a drift gate with action fail tripped, nothing was loaded: "
+                          + "; ".join(verdict.flags()["tripped"])
+                          + f". See {spec.sink.schema_}.{spec.name}_quality; fix the source or the spec's guard")
+
+
 def held_partitions(conn, spec: PipelineSpec, first: dt.date, last: dt.date) -> list[Partition]:
     """The quarantined partitions that lie within the days ``first`` .. ``last``."""
     window = Partition.days(first, last)

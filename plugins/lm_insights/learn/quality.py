@@ -14,7 +14,6 @@ from psycopg import sql
 
 from lm_insights.core.partition import Partition, replace_staging_table, staging_table
 from lm_insights.learn import heads, models
-from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
 
 QUALITY_COLUMNS = ("partition_start", "head", "head_version", "model", "rows", "answered", "coverage", "accuracy",

@@ -15,7 +15,7 @@ from lm_insights.core.insight_tables import (insight_table, insight_tables, note
                                              replace_interval, widen_columns)
 from lm_insights.core.partition import (STAGING_SCHEMA, Partition, replace_staging_table, staging_name, staging_stem,
                                         staging_table)
-from lm_insights.guard.gates import GuardFailed, Verdict, record_checks
+from lm_insights.guard.gates import Verdict, record_verdict
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
 
@@ -98,11 +98,7 @@ def load_partition(spec: PipelineSpec, conninfo: str, partition: Partition, held
 def load_guarded(spec: PipelineSpec, conninfo: str, partition: Partition, run_id: str,
                  verdict: Verdict) -> dict[str, int]:
     """Record the checks, then load (``load``/``warn``), hold (``quarantine``) or refuse (``fail``) the partition."""
-    record_checks(spec, conninfo, partition, run_id, verdict)
-    if verdict.action == "fail":
-        raise GuardFailed(f"{spec.name} {partition}: a drift gate with action fail tripped, nothing was loaded: "
-                          + "; ".join(verdict.flags()["tripped"])
-                          + f". See {spec.sink.schema_}.{spec.name}_quality; fix the source or the spec's guard")
+    record_verdict(spec, conninfo, partition, run_id, verdict)
     return load_partition(spec, conninfo, partition, held=verdict.action == "quarantine")
 
 
