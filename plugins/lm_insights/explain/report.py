@@ -3,13 +3,11 @@ significant ones of ``<pipeline>_findings`` by rank), its latest summary and seg
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg import sql
 
 from lm_insights.runtime import db
-from lm_insights.spec import PipelineSpec
 
 DEFAULT_SCHEMA = "insights"
 FINDING_FIELDS = ("kind", "subject", "target", "effect", "effect_measure", "ci_low", "ci_high", "p_value", "q_value",
