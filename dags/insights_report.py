@@ -30,7 +30,7 @@ SPECS, _ = load_specs_isolated(Path(__file__).parent / "pipelines")  # invalid o
 def insights_report():
     @task
     def write_report() -> list[dict]:
-        from lm_insights.explain.report import store_reports
+        from lm_insights.explain.report_store import store_reports
 
         context = get_current_context()
         events = context["triggering_asset_events"]

@@ -3,7 +3,7 @@
 
 One DAG per spec in `dags/pipelines/*.yaml`: extract a daily partition of a warehouse table, validate it with
 Great Expectations, turn each row into text, run the `lm_engine` Transformer, and load insight tables into
-PostgreSQL. Add a pipeline by adding a YAML file; see the README for every field.
+PostgreSQL. Add a pipeline by adding a YAML file; see docs/spec.md for every field.
 
 An invalid spec gets no DAG here and does not stop the others: `lm_insights_spec_check.py` reports it as an import
 error naming the file and the field.

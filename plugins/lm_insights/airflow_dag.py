@@ -149,13 +149,14 @@ def doc_md(spec: PipelineSpec) -> str:
                                                                          "summaries", "rejects", "rules"))
     return (f"# {spec.name}\n\n{spec.description}\n\n"
             f"Reads `{spec.source.table}` one `{spec.source.partition_column}` partition per run, validates it, "
-            f"turns each row into text, runs `{spec.lm.model}` and loads {tables}.\n\n"
+            f"turns each row into text, runs `{spec.lm.model}`, builds the insights, explains them, guards them "
+            f"and loads {tables}.\n\n"
             "Trigger with Params to pick a date range, force recompute, another model, the shard count or a dry run.")
 
 
-def build_dag(spec: PipelineSpec) -> DAG:
-    """One DAG for one pipeline spec."""
-    with DAG(
+def dag_arguments(spec: PipelineSpec) -> dict[str, Any]:
+    """What the spec says about the DAG itself: id, schedule with real daily intervals, Params, retries."""
+    return dict(
         dag_id=spec.name,
         description=spec.description.strip().splitlines()[0].lstrip("# ") if spec.description.strip() else None,
         doc_md=doc_md(spec),
@@ -166,170 +167,245 @@ def build_dag(spec: PipelineSpec) -> DAG:
         params=pipeline_params(spec),
         max_active_runs=4,
         default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": dt.timedelta(seconds=30)},
-    ) as dag:
-        source, sink = spec.source.conn_id, spec.sink.conn_id
+    )
 
-        @task
-        def plan_partition() -> dict[str, Any]:
-            context = get_current_context()
-            params = context["params"]
-            from lm_engine import registry
-            from lm_insights.steps.preflight import check_source
 
-            with failing_fast(spec):
-                if params.get("release_quarantined"):
-                    release_held(spec, params)
-                interval = (context.get("data_interval_start"), context.get("data_interval_end"))
-                if interval[0] is None:  # triggered without a logical date (REST/UI default): no data interval
-                    interval = manual_interval(spec.schedule, context["dag_run"].run_after)
-                partition = resolve_partition(params, *interval)
-                registry.resolve(params["model"])
-                check_source(spec, conninfo_for(source))  # column types: before any row or model is touched
-            return {"start": partition.start.isoformat(), "end": partition.end.isoformat(),
-                    "run_id": context["run_id"], "model": params["model"], "shards": params["shards"],
-                    "force_recompute": params["force_recompute"], "dry_run": params["dry_run"],
-                    "heads": _promoted_heads(spec, sink)}
-
-        @task
-        def extract(plan: dict) -> dict:
-            from lm_insights.steps.extract import extract_partition
-
-            started = time.monotonic()
-            with failing_fast(spec):
-                rows = extract_partition(spec, conninfo_for(source), conninfo_for(sink), _partition(plan))
-            return {"extracted": rows, "seconds": time.monotonic() - started}
-
-        @task
-        def validate(plan: dict) -> dict:
-            from lm_insights.steps.validate import validate_partition
-
-            started = time.monotonic()
-            with failing_fast(spec):  # a table expectation that fails is bad data: retrying cannot help
-                summary = validate_partition(spec, conninfo_for(sink), _partition(plan))
-            return {"checked": summary.checked, "rejected": summary.rejected,
-                    "seconds": time.monotonic() - started}
-
-        @task
-        def textualize(plan: dict) -> dict:
-            from lm_insights.steps.textualize import textualize_partition
-
-            if plan["dry_run"]:
-                raise AirflowSkipException("dry run: extracted and validated only")
-            started = time.monotonic()
-            with failing_fast(spec):
-                rows = textualize_partition(spec, conninfo_for(sink), _partition(plan))
-            return {"texts": rows, "seconds": time.monotonic() - started}
-
-        @task
-        def plan_shards(plan: dict) -> list[dict]:
-            from lm_insights.steps.infer import count_distinct_texts, plan_shards
-
-            with failing_fast(spec):
-                n = plan_shards(spec, count_distinct_texts(spec, conninfo_for(sink), _partition(plan)),
-                                plan["shards"])
-            return [{"shard": i, "shards": n} for i in range(n)]
-
-        @task(queue=spec.lm.queue, pool=spec.lm.pool, map_index_template="shard {{ task.op_kwargs.shard.shard }}")
-        def infer(plan: dict, shard: dict) -> dict:
-            from lm_insights.steps.infer import infer_shard
-
-            started = time.monotonic()
-            with failing_fast(spec):
-                summary = infer_shard(spec, conninfo_for(sink), _partition(plan), shard["shard"], shard["shards"],
-                                      plan["model"], plan["force_recompute"], heads=plan["heads"])
-            return summary.as_dict() | {"seconds": time.monotonic() - started}
-
-        @task
-        def insights(plan: dict, validated: dict) -> dict:
-            from lm_insights.steps.insights import build_insights
-            from lm_insights.core.cache import cache_key
-
-            from lm_insights.explain.words import explain_partition
-
-            started = time.monotonic()
-            with failing_fast(spec):
-                key = cache_key(spec, plan["model"], plan["heads"])
-                result = build_insights(spec, conninfo_for(sink), _partition(plan), key, validated["rejected"],
-                                        plan["heads"])
-                words = explain_partition(spec, conninfo_for(sink), _partition(plan), key, plan["model"])
-            return {"rows": result["rows"], "quality": result["quality"], "seconds": time.monotonic() - started,
-                    "timings": result["timings"] | {"explain_words": words["seconds"]} | words["timings"]}
-
-        @task
-        def load(plan: dict) -> dict:
-            from lm_insights.guard.gates import guard_partition, load_guarded
-            from lm_insights.core.cache import cache_key
-
-            started = time.monotonic()
-            with failing_fast(spec):  # a drift gate with action fail raises GuardFailed: no retry
-                verdict = guard_partition(spec, conninfo_for(sink), _partition(plan),
-                                          cache_key(spec, plan["model"], plan["heads"]), plan["heads"])
-                loaded = load_guarded(spec, conninfo_for(sink), _partition(plan), plan["run_id"], verdict)
-            return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "status": verdict.status,
-                    "seconds": time.monotonic() - started}
-
-        # The Asset event comes from record_run, not load: a consumer (insights_report) that runs on it then
-        # finds the run in `runs` too, and a dry run (which loads nothing) emits none.
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[insight_asset(spec)])
-        def record_run() -> dict:
-            from lm_insights.steps.load import RunRecord, drop_staging, record_run as write_run
-            from lm_insights.core.cache import cache_key
-
-            ti = get_current_context()["ti"]
-            plan, extracted, validated, texts, built, loaded = (ti.xcom_pull(task_ids=t) for t in (
-                "plan_partition", "extract", "validate", "textualize", "insights", "load"))
-            inferred = ti.xcom_pull(task_ids="infer") if loaded else None  # all map indexes
-            inferred = [inferred] if isinstance(inferred, dict) else inferred
-            if plan is None and ti.xcom_pull(task_ids="plan_partition", key="released"):
-                raise AirflowSkipException(f"{spec.name}: released from quarantine; no partition was processed")
-            if plan is None:
-                raise AirflowFailException(f"{spec.name}: the partition could not be planned; nothing was run")
-            key = cache_key(spec, plan["model"], plan["heads"])
-            inferred = [s for s in (inferred or []) if s]
-            timings = {name: round(step["seconds"], 3) for name, step in (
-                ("extract", extracted), ("validate", validated), ("textualize", texts), ("insights", built),
-                ("load", loaded)) if step}
-            if inferred:
-                timings["infer"] = round(sum(s["seconds"] for s in inferred), 3)
-            timings |= (built or {}).get("timings", {})  # explain_* parts of the insights step
-            status = loaded.get("status", "success") if loaded else (
-                "dry_run" if plan["dry_run"] and validated else "failed")
-            record = RunRecord(
-                run_id=plan["run_id"], pipeline=spec.name, partition=_partition(plan), status=status,
-                extracted=(extracted or {}).get("extracted"), rejected=(validated or {}).get("rejected"),
-                cached=sum(s["cached"] for s in inferred) if inferred else None,
-                computed=sum(s["computed"] for s in inferred) if inferred else None,
-                loaded=(loaded or {}).get("loaded"), model_key=key.model_key,
-                template_version=key.template_version, head_version=key.head_version, timings=timings,
-                quality=(built or {}).get("quality"),
-                message=None if status != "failed" else "a task failed: see the task logs of this run",
-            )
-            try:
-                write_run(conninfo_for(sink), spec.sink.schema_, record)
-            finally:
-                drop_staging(spec, conninfo_for(sink), record.partition)  # this run's own tables, whatever its end
-            if status == "failed":
-                raise AirflowFailException(f"{spec.name} {record.partition}: run failed, recorded in runs")
-            if status == "quarantined":
-                raise AirflowSkipException(f"{spec.name} {record.partition}: held in quarantine by a drift gate; "
-                                           f"release it with `lm-insights release {spec.name} --start DAY`")
-            if status == "dry_run":
-                raise AirflowSkipException(f"{spec.name} {record.partition}: dry run recorded in runs; nothing "
-                                           "was loaded, so no Asset event")
-            return {"status": status, "extracted": record.extracted, "rejected": record.rejected,
-                    "loaded": record.loaded, "cached": record.cached, "computed": record.computed}
-
-        plan = plan_partition()
-        extracted = extract(plan)
-        validated = validate(plan)
-        texts = textualize(plan)
-        shards = plan_shards(plan)
-        inferred = infer.partial(plan=plan).expand(shard=shards)
-        built = insights(plan, validated)
-        loaded = load(plan)
+def build_dag(spec: PipelineSpec) -> DAG:
+    """One DAG for one pipeline spec: plan_partition -> extract -> validate -> textualize -> plan_shards ->
+    infer (one task per shard) -> insights -> explain -> guard -> load -> record_run."""
+    with DAG(**dag_arguments(spec)) as dag:
+        plan = plan_partition_task(spec)()
+        extracted, validated = extract_task(spec)(plan), validate_task(spec)(plan)
+        texts, shards = textualize_task(spec)(plan), plan_shards_task(spec)(plan)
+        inferred = infer_task(spec).partial(plan=plan).expand(shard=shards)
+        built = insights_task(spec)(plan, validated)
+        explained, guarded = explain_task(spec)(plan), guard_task(spec)(plan)
+        loaded = load_task(spec)(plan, guarded)
         extracted >> validated >> texts >> shards
-        inferred >> built >> loaded >> record_run()
+        inferred >> built >> explained >> guarded >> loaded >> record_run_task(spec)()
     return dag
+
+
+def plan_partition_task(spec: PipelineSpec):
+    @task
+    def plan_partition() -> dict[str, Any]:
+        context = get_current_context()
+        params = context["params"]
+        from lm_engine import registry
+        from lm_insights.steps.preflight import check_source
+
+        with failing_fast(spec):
+            if params.get("release_quarantined"):
+                release_held(spec, params)
+            interval = (context.get("data_interval_start"), context.get("data_interval_end"))
+            if interval[0] is None:  # triggered without a logical date (REST/UI default): no data interval
+                interval = manual_interval(spec.schedule, context["dag_run"].run_after)
+            partition = resolve_partition(params, *interval)
+            registry.resolve(params["model"])
+            check_source(spec, conninfo_for(spec.source.conn_id))  # column types: before any row or model
+        return {"start": partition.start.isoformat(), "end": partition.end.isoformat(),
+                "run_id": context["run_id"], "model": params["model"], "shards": params["shards"],
+                "force_recompute": params["force_recompute"], "dry_run": params["dry_run"],
+                "heads": _promoted_heads(spec, spec.sink.conn_id)}
+
+    return plan_partition
+
+
+def extract_task(spec: PipelineSpec):
+    @task
+    def extract(plan: dict) -> dict:
+        from lm_insights.steps.extract import extract_partition
+
+        started = time.monotonic()
+        with failing_fast(spec):
+            rows = extract_partition(spec, conninfo_for(spec.source.conn_id), conninfo_for(spec.sink.conn_id),
+                                     _partition(plan))
+        return {"extracted": rows, "seconds": time.monotonic() - started}
+
+    return extract
+
+
+def validate_task(spec: PipelineSpec):
+    @task
+    def validate(plan: dict) -> dict:
+        from lm_insights.steps.validate import validate_partition
+
+        started = time.monotonic()
+        with failing_fast(spec):  # a table expectation that fails is bad data: retrying cannot help
+            summary = validate_partition(spec, conninfo_for(spec.sink.conn_id), _partition(plan))
+        return {"checked": summary.checked, "rejected": summary.rejected, "seconds": time.monotonic() - started}
+
+    return validate
+
+
+def textualize_task(spec: PipelineSpec):
+    @task
+    def textualize(plan: dict) -> dict:
+        from lm_insights.steps.textualize import textualize_partition
+
+        if plan["dry_run"]:
+            raise AirflowSkipException("dry run: extracted and validated only")
+        started = time.monotonic()
+        with failing_fast(spec):
+            rows = textualize_partition(spec, conninfo_for(spec.sink.conn_id), _partition(plan))
+        return {"texts": rows, "seconds": time.monotonic() - started}
+
+    return textualize
+
+
+def plan_shards_task(spec: PipelineSpec):
+    @task
+    def plan_shards(plan: dict) -> list[dict]:
+        from lm_insights.core.texts import count_distinct_texts
+        from lm_insights.steps.infer import plan_shards
+
+        with failing_fast(spec):
+            n = plan_shards(spec, count_distinct_texts(spec, conninfo_for(spec.sink.conn_id), _partition(plan)),
+                            plan["shards"])
+        return [{"shard": i, "shards": n} for i in range(n)]
+
+    return plan_shards
+
+
+def infer_task(spec: PipelineSpec):
+    @task(queue=spec.lm.queue, pool=spec.lm.pool, map_index_template="shard {{ task.op_kwargs.shard.shard }}")
+    def infer(plan: dict, shard: dict) -> dict:
+        from lm_insights.steps.infer import infer_shard
+
+        started = time.monotonic()
+        with failing_fast(spec):
+            summary = infer_shard(spec, conninfo_for(spec.sink.conn_id), _partition(plan), shard["shard"],
+                                  shard["shards"], plan["model"], plan["force_recompute"], heads=plan["heads"])
+        return summary.as_dict() | {"seconds": time.monotonic() - started}
+
+    return infer
+
+
+def insights_task(spec: PipelineSpec):
+    @task
+    def insights(plan: dict, validated: dict) -> dict:
+        from lm_insights.core.cache import cache_key
+        from lm_insights.steps.insights import build_insights
+
+        started = time.monotonic()
+        with failing_fast(spec):
+            result = build_insights(spec, conninfo_for(spec.sink.conn_id), _partition(plan),
+                                    cache_key(spec, plan["model"], plan["heads"]), validated["rejected"],
+                                    plan["heads"])
+        return {"rows": result["rows"], "quality": result["quality"], "timings": result["timings"],
+                "seconds": time.monotonic() - started}
+
+    return insights
+
+
+def explain_task(spec: PipelineSpec):
+    """Word-level explanations of a sample of rows: a retry here does not redo the insights."""
+    @task
+    def explain(plan: dict) -> dict:
+        from lm_insights.core.cache import cache_key
+        from lm_insights.explain.words import explain_partition
+
+        started = time.monotonic()
+        with failing_fast(spec):
+            words = explain_partition(spec, conninfo_for(spec.sink.conn_id), _partition(plan),
+                                      cache_key(spec, plan["model"], plan["heads"]), plan["model"])
+        return {"timings": {"explain_words": words["seconds"]} | words["timings"],
+                "seconds": time.monotonic() - started}
+
+    return explain
+
+
+def guard_task(spec: PipelineSpec):
+    """Row flags, output expectations and drift gates; records them and decides how the partition is loaded."""
+    @task
+    def guard(plan: dict) -> dict:
+        from lm_insights.core.cache import cache_key
+        from lm_insights.guard.gates import guard_partition, record_verdict
+
+        started = time.monotonic()
+        with failing_fast(spec):  # a drift gate with action fail raises GuardFailed: no retry
+            verdict = guard_partition(spec, conninfo_for(spec.sink.conn_id), _partition(plan),
+                                      cache_key(spec, plan["model"], plan["heads"]), plan["heads"])
+            record_verdict(spec, conninfo_for(spec.sink.conn_id), _partition(plan), plan["run_id"], verdict)
+        return {"action": verdict.action, "status": verdict.status, "seconds": time.monotonic() - started}
+
+    return guard
+
+
+def load_task(spec: PipelineSpec):
+    @task
+    def load(plan: dict, guarded: dict) -> dict:
+        from lm_insights.steps.load import load_partition
+
+        started = time.monotonic()
+        with failing_fast(spec):
+            loaded = load_partition(spec, conninfo_for(spec.sink.conn_id), _partition(plan),
+                                    held=guarded["action"] == "quarantine")
+        return {"loaded": loaded["rows"], "rejects": loaded["rejects"], "status": guarded["status"],
+                "seconds": time.monotonic() - started}
+
+    return load
+
+
+STEP_TASKS = ("extract", "validate", "textualize", "insights", "explain", "guard", "load")  # timed in runs
+
+
+def record_run_task(spec: PipelineSpec):
+    # The Asset event comes from record_run, not load: a consumer (insights_report) that runs on it then
+    # finds the run in `runs` too, and a dry run (which loads nothing) emits none.
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[insight_asset(spec)])
+    def record_run() -> dict:
+        from lm_insights.core.cache import cache_key
+        from lm_insights.steps.load import drop_staging, record_run as write_run
+
+        ti = get_current_context()["ti"]
+        plan = ti.xcom_pull(task_ids="plan_partition")
+        if plan is None and ti.xcom_pull(task_ids="plan_partition", key="released"):
+            raise AirflowSkipException(f"{spec.name}: released from quarantine; no partition was processed")
+        if plan is None:
+            raise AirflowFailException(f"{spec.name}: the partition could not be planned; nothing was run")
+        steps = {name: ti.xcom_pull(task_ids=name) for name in STEP_TASKS}
+        inferred = ti.xcom_pull(task_ids="infer") if steps["load"] else None  # all map indexes
+        inferred = [s for s in ([inferred] if isinstance(inferred, dict) else inferred or []) if s]
+        record = run_record(spec, plan, steps, inferred, cache_key(spec, plan["model"], plan["heads"]))
+        try:
+            write_run(conninfo_for(spec.sink.conn_id), spec.sink.schema_, record)
+        finally:  # this run's own tables, whatever its end
+            drop_staging(spec, conninfo_for(spec.sink.conn_id), record.partition)
+        if record.status == "failed":
+            raise AirflowFailException(f"{spec.name} {record.partition}: run failed, recorded in runs")
+        if record.status == "quarantined":
+            raise AirflowSkipException(f"{spec.name} {record.partition}: held in quarantine by a drift gate; "
+                                       f"release it with `lm-insights release {spec.name} --start DAY`")
+        if record.status == "dry_run":
+            raise AirflowSkipException(f"{spec.name} {record.partition}: dry run recorded in runs; nothing "
+                                       "was loaded, so no Asset event")
+        return {"status": record.status, "extracted": record.extracted, "rejected": record.rejected,
+                "loaded": record.loaded, "cached": record.cached, "computed": record.computed}
+
+    return record_run
+
+
+def run_record(spec: PipelineSpec, plan: dict, steps: dict[str, dict | None], inferred: list[dict], key):
+    """The ``runs`` row of a DAG run from its tasks' XComs (a step that did not finish has none)."""
+    from lm_insights.steps.load import RunRecord
+
+    extracted, validated, built, loaded = (steps[s] for s in ("extract", "validate", "insights", "load"))
+    timings = {name: round(step["seconds"], 3) for name, step in steps.items() if step}
+    if inferred:
+        timings["infer"] = round(sum(s["seconds"] for s in inferred), 3)
+    for step in ("insights", "explain"):
+        timings |= (steps[step] or {}).get("timings", {})  # the explain_* parts of each
+    status = loaded.get("status", "success") if loaded else (
+        "dry_run" if plan["dry_run"] and validated else "failed")
+    return RunRecord(
+        run_id=plan["run_id"], pipeline=spec.name, partition=_partition(plan), status=status,
+        extracted=(extracted or {}).get("extracted"), rejected=(validated or {}).get("rejected"),
+        cached=sum(s["cached"] for s in inferred) if inferred else None,
+        computed=sum(s["computed"] for s in inferred) if inferred else None,
+        loaded=(loaded or {}).get("loaded"), model_key=key.model_key, template_version=key.template_version,
+        head_version=key.head_version, timings=timings, quality=(built or {}).get("quality"),
+        message=None if status != "failed" else "a task failed: see the task logs of this run")
 
 
 def _promoted_heads(spec: PipelineSpec, conn_id: str) -> dict[str, int]:

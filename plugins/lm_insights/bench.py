@@ -358,7 +358,8 @@ def child_main(step: str, conninfo: str, day: str) -> int:
 
         work = lambda: {"rows": extract_partition(spec, conninfo, conninfo, partition)}  # noqa: E731
     elif step == "infer":
-        from lm_insights.steps.infer import count_distinct_texts, infer_shard, plan_shards
+        from lm_insights.core.texts import count_distinct_texts
+        from lm_insights.steps.infer import infer_shard, plan_shards
 
         stub = StubEncoder()
 

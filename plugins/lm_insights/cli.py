@@ -9,7 +9,7 @@
     lm-insights clean-staging [--older-than 1d]   drop staging tables that runs left behind
     lm-insights train NAME          train the pipeline's heads from its loaded rows (--rollback: previous version)
     lm-insights similar NAME "text or row key" [--conn CONN]   the loaded rows nearest in meaning (e.g. "sale_id=5")
-    lm-insights init-pipeline NAME --table schema.table [--conn CONN] [--key COL ...]
+    lm-insights init-pipeline NAME --table schema.table [--conn CONN] [--key COL ...] [--days N] [--sample N]
                                     write dags/pipelines/NAME.yaml proposed from a live table
     lm-insights env                 shell exports for the airflow CLI against the embedded database
     lm-insights stop                stop the embedded PostgreSQL
@@ -372,7 +372,9 @@ def init_pipeline_command(args: argparse.Namespace) -> None:
     try:
         result = init_pipeline(args.name, conninfo, args.table, conn_id=conn_id, key=args.key,
                                partition_column=args.partition_column, pipelines_dir=args.pipelines_dir,
-                               force=args.force, create_view=args.create_view)
+                               force=args.force, create_view=args.create_view, sample_days=args.days,
+                               sample_rows=args.sample, max_reject_share=args.max_reject_share,
+                               outcomes=args.outcomes)
     except InitError as exc:
         raise SystemExit(f"init-pipeline: {exc}") from None
     if result.view_sql:
@@ -383,9 +385,17 @@ def init_pipeline_command(args: argparse.Namespace) -> None:
     path = result.path.resolve()
     say(f"wrote {path.relative_to(local_env.PROJECT_DIR) if path.is_relative_to(local_env.PROJECT_DIR) else path}")
     print(f"  source     {result.table}, key {result.key} ({result.key_source}), partition column "
-          f"{result.partition_column} ({result.partition_days} days), profiled {result.sample_rows} recent rows")
-    print(f"  proposed   {result.expectations} expectations, text columns {result.text_columns}")
-    print(f"  insights   metrics {result.metrics}, segments {result.segments}")
+          f"{result.partition_column} ({result.partition_days} days, {result.first_day}..{result.last_day})")
+    print(f"  profiled   {result.sample_rows} rows spread over the history and the newest {args.days} days; "
+          f"checked on {result.check_rows} other rows")
+    width = max(len(c.label) for c in result.checks)
+    for check in result.checks:
+        share = f"{check.share:6.1%}" if check.checked else "     - "
+        print(f"    {check.label:<{width}}  rejects {share}" + ("" if check.proposed else f"  NOT proposed: "
+                                                                 f"{check.why_not}"))
+    print(f"  proposed   {result.expectations} expectations (row expectations together reject "
+          f"{result.reject_share:.1%} of the check rows), text columns {result.text_columns}")
+    print(f"  insights   metrics {result.metrics}, outcomes {result.outcomes}, segments {result.segments}")
     day = result.last_day or "YYYY-MM-DD"
     print(f"  next       review the file, then: lm-insights run {args.name} --date {day}   "
           f"(or trigger the DAG {args.name} in the UI: make up)")
@@ -413,6 +423,13 @@ def add_init_pipeline_parser(commands) -> None:
     parser.add_argument("--key", nargs="+", help="columns that identify a row (default: primary key / unique index)")
     parser.add_argument("--partition-column", help="date/timestamp column (default: the one with most distinct days)")
     parser.add_argument("--pipelines-dir", default=str(local_env.PROJECT_DIR / "dags" / "pipelines"))
+    parser.add_argument("--days", type=int, default=7, help="newest days sampled besides the history (default 7)")
+    parser.add_argument("--sample", type=int, default=10_000,
+                        help="rows profiled, spread over the history, and as many again checked (default 10000)")
+    parser.add_argument("--max-reject-share", type=float, default=0.01,
+                        help="leave out a row expectation that rejects more of the check rows (default 0.01)")
+    parser.add_argument("--outcomes", nargs="+", default=[],
+                        help="metrics that are outcomes, not drivers (besides products, sums and money names)")
     parser.add_argument("--force", action="store_true", help="replace an existing spec file")
     parser.add_argument("--create-view", action="store_true",
                         help="create the generated view when a name must change (printed either way)")

@@ -14,15 +14,16 @@ from typing import TypeVar
 
 from lm_insights.core.cache import CacheKey, cache_key, head_version
 from lm_insights.core.partition import Partition
+from lm_insights.core.texts import count_distinct_texts
 from lm_insights.core.values import template_version
 from lm_insights.explain.words import explain_partition
-from lm_insights.guard.gates import guard_partition, load_guarded
+from lm_insights.guard.gates import guard_partition
 from lm_insights.learn.models import promoted_versions
 from lm_insights.spec import PipelineSpec
 from lm_insights.steps.extract import extract_partition
-from lm_insights.steps.infer import count_distinct_texts, infer_shard, plan_shards
+from lm_insights.steps.infer import infer_shard, plan_shards
 from lm_insights.steps.insights import build_insights
-from lm_insights.steps.load import RunRecord, drop_staging, record_run
+from lm_insights.steps.load import RunRecord, drop_staging, load_guarded, record_run
 from lm_insights.steps.preflight import check_source
 from lm_insights.steps.textualize import textualize_partition
 from lm_insights.steps.validate import validate_partition

@@ -121,7 +121,7 @@ class LabelSet(_Strict):
 
 
 class Head(_Strict):
-    """A model trained on the warehouse's own outcomes (``lm.heads``): see README "Learn from the warehouse"."""
+    """A model trained on the warehouse's own outcomes (``lm.heads``): see docs/heads.md."""
 
     task: Literal["classification", "regression"]
     target: str  # source column holding the known outcome of past rows; never part of the text (leakage)
@@ -229,10 +229,18 @@ class Insights(_Strict):
     metrics: list[str] = Field(min_length=1)  # numeric columns summarised per segment
     segments: list[Segment] = Field(min_length=1)
     target: str | None = None  # metric whose drivers are measured; default: the first metric
+    outcomes: list[str] = []  # metrics that are outcomes (revenue = price x units), never candidate drivers
     keep_columns: list[str] = []  # source columns copied into <pipeline>_rows (default: key + text columns)
     # A NaN or +-Infinity in a metric or tier column: "reject" puts the row in <pipeline>_rejects with the reason;
     # "exclude" keeps the row and leaves the value out of every statistic (as a NULL would be).
     non_finite: Literal["reject", "exclude"] = "reject"
+
+    @model_validator(mode="after")
+    def _outcomes_are_metrics(self) -> Insights:
+        for i, column in enumerate(self.outcomes):
+            if column not in self.metrics:
+                raise ValueError(f"outcomes[{i}]: {column!r} is not one of insights.metrics {self.metrics}")
+        return self
 
     @property
     def number_columns(self) -> list[str]:

@@ -44,8 +44,8 @@ def test_pipeline_dags_have_real_daily_intervals_and_gpu_shards(dag_bag):
         assert (infer.queue, infer.pool) == ("gpu", "lm_gpu")
         assert dag.get_task("extract").queue != "gpu"
         assert [t.task_id for t in dag.topological_sort()] == [
-            "plan_partition", "extract", "validate", "textualize", "plan_shards", "infer", "insights", "load",
-            "record_run"]
+            "plan_partition", "extract", "validate", "textualize", "plan_shards", "infer", "insights", "explain",
+            "guard", "load", "record_run"]
 
 
 def test_parsing_does_not_import_heavy_libraries():

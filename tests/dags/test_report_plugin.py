@@ -100,7 +100,7 @@ def test_report_tab_and_insights_report_read_and_write_each_specs_own_sink(clien
     page = client.get("/lm-insights/report/elsewhere/manual__1", headers=client.admin)
     assert page.status_code == 200 and html.escape(stored, quote=True) in page.text
 
-    from lm_insights.explain.report import store_reports
+    from lm_insights.explain.report_store import store_reports
 
     written = store_reports([elsewhere, spec_with_sink("at_home", "warehouse", "insights")], conninfo_for,
                             ["test"], "insights_report", "manual__sinks", [])

@@ -167,9 +167,9 @@ def test_verify_full_connects_with_the_right_ca_for_psycopg_and_great_expectatio
 
     import great_expectations as gx
 
-    from lm_insights.steps.validate import _context
+    from lm_insights.core.gx import gx_context
 
-    context, datasource = _context(gx, conninfo)
+    context, datasource = gx_context(gx, conninfo)
     with datasource.get_engine().connect() as conn:  # the engine GX validates with, built from our URL
         from sqlalchemy import text
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 
 from lm_insights.explain.html_report import cluster_map, project_2d, report_for_run
-from lm_insights.explain.report import store_report
+from lm_insights.explain.report_store import store_report
 from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec

@@ -12,7 +12,8 @@ import pytest
 
 from lm_insights.guard.gates import guard_partition
 from lm_insights.runtime import demo_warehouse
-from lm_insights.steps.infer import count_distinct_texts, infer_shard
+from lm_insights.core.texts import count_distinct_texts
+from lm_insights.steps.infer import infer_shard
 from lm_insights.steps.insights import build_insights
 from lm_insights.steps.load import load_partition
 from lm_insights.core.partition import Partition

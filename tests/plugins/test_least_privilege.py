@@ -1,4 +1,4 @@
-"""A run needs no CREATE on the database once the schemas exist: the least-privilege role of the README works."""
+"""A run needs no CREATE on the database once the schemas exist: the least-privilege role of docs/warehouse.md works."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from lm_insights.spec import DEFAULT_PIPELINES_DIR, load_spec
 from lm_insights.core.partition import Partition
 
 DAY = Partition.day("2026-11-01")
-# The README's "Use your own warehouse" grants, run by an administrator once.
+# The grants of docs/warehouse.md, run by an administrator once.
 GRANTS = """
 create schema if not exists insights;
 create schema if not exists lm_staging;

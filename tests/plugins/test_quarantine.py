@@ -17,7 +17,8 @@ from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name
 from lm_insights.guard.gates import release
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec, SpecError, load_spec
-from lm_insights.steps.load import HELD_TABLES, insight_tables, load_partition
+from lm_insights.core.insight_tables import HELD_TABLES, insight_tables
+from lm_insights.steps.load import load_partition
 
 WEEK = [dt.date(2026, 11, 1) + dt.timedelta(days=i) for i in range(7)]
 SPEC = PipelineSpec.model_validate({

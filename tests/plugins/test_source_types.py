@@ -10,7 +10,7 @@ from lm_insights.pipeline import run_partition
 from lm_insights.runtime import db, embedded_pg
 from lm_insights.spec import PipelineSpec
 from lm_insights.steps.extract import SourceError, extract_partition
-from lm_insights.steps.load import IncompatibleColumnType, holds
+from lm_insights.core.insight_tables import IncompatibleColumnType, holds
 from lm_insights.core.partition import Partition, staging_name, staging_table
 
 DAY = Partition.day("2026-11-01")

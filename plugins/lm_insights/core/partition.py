@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import sql
 
+from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
 
 STAGING_SCHEMA = "lm_staging"
@@ -100,3 +103,20 @@ def stem_of(staging_table_name: str) -> str:
 def staging_table(spec: PipelineSpec, partition: Partition, step: str) -> sql.Identifier:
     """The staging table ``lm_staging.<pipeline>__<partition tag>__<step>``, quoted."""
     return sql.Identifier(STAGING_SCHEMA, staging_name(spec, partition, step))
+
+
+def replace_staging_table(conn, spec: PipelineSpec, partition: Partition, step: str, definition: sql.Composable,
+                          params: dict | None = None, columns: Sequence[str] = (),
+                          rows: Iterable[Sequence[Any]] = ()) -> sql.Identifier:
+    """Drop the partition's staging table ``step``, create it anew and copy ``rows`` into its ``columns``.
+
+    :param definition: what follows ``create table <name>``: a column list (``(a integer, b text)``) or a query
+        (``as select ...``, with ``params`` bound).
+    :returns: the table, quoted.
+    """
+    table = staging_table(spec, partition, step)
+    conn.execute(sql.SQL("drop table if exists {}").format(table))
+    conn.execute(sql.SQL("create table {} ").format(table) + definition, params)
+    if columns:
+        db.copy_rows(conn, table, columns, rows)
+    return table

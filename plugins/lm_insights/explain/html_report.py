@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from psycopg import sql
 
-from lm_insights.explain.report import SIGNIFICANCE, Finding, interval_text, read_findings
+from lm_insights.explain.report import SIGNIFICANCE, Finding, interval_text, pipelines, read_findings
 from lm_insights.guard.toxicity import masked
 from lm_insights.runtime import db
 
@@ -460,8 +460,6 @@ def page(title: str, body: str) -> str:
 def render_html(conn, schema: str, partitions: dict[str, object] | None = None, about: str = "") -> str:
     """The whole page: one section per pipeline with a successful run, its latest partition, or the given
     ``{pipeline: partition_start}``; ``about`` is a line under the title (which run the page belongs to)."""
-    from lm_insights.explain.report import pipelines
-
     names = pipelines(conn, schema) if partitions is None else list(partitions)
     body = "".join(pipeline_section(conn, schema, name, (partitions or {}).get(name)) for name in names) or \
         f"<p>No successful runs in {html.escape(schema)}.runs yet.</p>"

@@ -22,7 +22,7 @@ from typing import Literal
 
 from psycopg import sql
 
-from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.core.partition import STAGING_SCHEMA, Partition, replace_staging_table, staging_name, staging_table
 from lm_insights.guard import toxicity
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec, Rules
@@ -397,18 +397,14 @@ def build_rules(spec: PipelineSpec, conn, partition: Partition) -> list[RuleSet]
     """Staging ``rules``: one row per rule with its rule set's held-out fidelity, the majority rule's (``baseline``),
     the gain over it with its 95% interval and one-sided p-value, depth and whether it is faithful."""
     rule_sets = measure_rules(spec, conn, partition) if spec.explain.rules.enabled else []
-    target = staging_table(spec, partition, "rules")
-    conn.execute(sql.SQL("drop table if exists {}").format(target))
-    conn.execute(sql.SQL(
-        "create table {} (partition_start timestamptz not null, explains text not null, kind text not null, "
+    replace_staging_table(conn, spec, partition, "rules", sql.SQL(
+        "(partition_start timestamptz not null, explains text not null, kind text not null, "
         "rule_order integer not null, rule text not null, conditions text not null, prediction text not null, "
         "rows bigint not null, share double precision, fidelity double precision not null, measure text not null, "
         "depth integer not null, n bigint not null, faithful boolean not null, min_fidelity double precision not null, "
         "window_start timestamptz not null, partitions integer not null, baseline double precision not null, "
         "gain double precision not null, gain_ci_low double precision not null, "
-        "gain_ci_high double precision not null, p_value double precision not null)"
-    ).format(target))
-    db.copy_rows(conn, target, RULE_COLUMNS, (
+        "gain_ci_high double precision not null, p_value double precision not null)"), columns=RULE_COLUMNS, rows=(
         (partition.start, s.explains, s.kind, i, rule.text(s.explains), rule.conditions, rule.prediction, rule.rows,
          rule.share, s.fidelity, s.measure, s.depth, s.n, s.faithful, spec.explain.rules.min_fidelity,
          s.window.first, s.window.partitions, s.held_out.baseline, s.held_out.gain, *s.held_out.gain_ci,

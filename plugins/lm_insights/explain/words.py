@@ -240,7 +240,7 @@ def explain_partition(spec: PipelineSpec, conninfo: str, partition: Partition, k
     """Build staging ``explanations`` for one partition, encoding at most ``explain.words.max_infer_share`` of the
     partition's distinct texts; the model is loaded only when an explanation is missing from the cache (``engine``
     replaces it, as in ``infer_shard``). Returns the seconds and the run-timings entries (counts and budget)."""
-    from lm_insights.steps.infer import count_distinct_texts
+    from lm_insights.core.texts import count_distinct_texts
 
     def load():
         if engine is not None:

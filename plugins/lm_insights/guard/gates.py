@@ -16,6 +16,8 @@ import numpy as np
 from psycopg import sql
 
 from lm_insights.core.cache import CacheKey
+from lm_insights.core.insight_tables import (HELD_TABLES, forget_replaced, held_intervals, insight_table,
+                                             quarantine_table, replace_interval, replaced_within, widen_columns)
 from lm_insights.core.sql_expressions import finite, segment_expressions
 from lm_insights.guard import drift, flags
 from lm_insights.guard.drift import Check
@@ -23,8 +25,6 @@ from lm_insights.guard.outputs import check_outputs
 from lm_insights.learn import models
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.load import (HELD_TABLES, forget_replaced, held_intervals, insight_table, load_partition,
-                                    quarantine_table, replace_interval, replaced_within, widen_columns)
 from lm_insights.core.partition import Partition, staging_table
 
 log = logging.getLogger(__name__)
@@ -308,15 +308,13 @@ def record_checks(spec: PipelineSpec, conninfo: str, partition: Partition, run_i
              *(verdict.share(flag) for flag in FLAGS_WITH_SHARES)))
 
 
-def load_guarded(spec: PipelineSpec, conninfo: str, partition: Partition, run_id: str,
-                 verdict: Verdict) -> dict[str, int]:
-    """Record the checks, then load (``load``/``warn``), hold (``quarantine``) or refuse (``fail``) the partition."""
+def record_verdict(spec: PipelineSpec, conninfo: str, partition: Partition, run_id: str, verdict: Verdict) -> None:
+    """Record the checks; refuse the partition (:class:`GuardFailed`) when a gate with action ``fail`` tripped."""
     record_checks(spec, conninfo, partition, run_id, verdict)
     if verdict.action == "fail":
         raise GuardFailed(f"{spec.name} {partition}: a drift gate with action fail tripped, nothing was loaded: "
                           + "; ".join(verdict.flags()["tripped"])
                           + f". See {spec.sink.schema_}.{spec.name}_quality; fix the source or the spec's guard")
-    return load_partition(spec, conninfo, partition, held=verdict.action == "quarantine")
 
 
 def held_partitions(conn, spec: PipelineSpec, first: dt.date, last: dt.date) -> list[Partition]:

@@ -40,9 +40,9 @@ def between(gx, column: str, low: float, high: float, subject: str, **meta):
 def build_output_suite(spec: PipelineSpec, cards: dict[str, dict[str, Any]] | None = None):
     """The Great Expectations suite of ``guard.outputs``; each expectation's meta names its check subject.
     ``cards``: the cards of the head versions the run used (regression prediction ranges)."""
-    from lm_insights.steps.validate import _gx
+    from lm_insights.core.gx import import_gx
 
-    gx = _gx()
+    gx = import_gx()
     outputs, expectations = spec.guard.outputs, []
     for name, label_set in spec.lm.label_sets.items():
         label = f"{name}_label"
@@ -80,14 +80,14 @@ def build_output_suite(spec: PipelineSpec, cards: dict[str, dict[str, Any]] | No
 def check_outputs(spec: PipelineSpec, conninfo: str, partition: Partition,
                   cards: dict[str, dict[str, Any]] | None = None) -> list[Check]:
     """Run the output suite on staging ``rows``; one check per expectation (figure: share of unexpected rows)."""
-    from lm_insights.steps.validate import _context, _gx, _raise_on_exception, _run
+    from lm_insights.core.gx import gx_context, import_gx, raise_on_exception, run_suite
 
     suite = build_output_suite(spec, cards)
-    context, datasource = _context(_gx(), conninfo)
+    context, datasource = gx_context(import_gx(), conninfo)
     try:
         asset = datasource.add_table_asset("rows", table_name=staging_name(spec, partition, "rows"),
                                            schema_name=STAGING_SCHEMA)
-        validation = _run(context, asset.add_batch_definition_whole_table("whole"), suite,
+        validation = run_suite(context, asset.add_batch_definition_whole_table("whole"), suite,
                           {"result_format": "SUMMARY"})
     finally:
         datasource.get_engine().dispose()
@@ -96,7 +96,7 @@ def check_outputs(spec: PipelineSpec, conninfo: str, partition: Partition,
         config = result.expectation_config
         if (result.exception_info or {}).get("raised_exception"):
             config.meta["entry"] = config.meta["subject"]
-            _raise_on_exception(spec, "guard.outputs", result)
+            raise_on_exception(spec, "guard.outputs", result)
         outcome = result.result or {}
         share = (outcome.get("unexpected_percent") or 0.0) / 100
         checks.append(Check("output_expectation", config.meta["subject"], share, config.meta.get("share", 0.0),

@@ -12,9 +12,8 @@ from typing import Any
 
 from psycopg import sql
 
-from lm_insights.core.partition import Partition, staging_table
+from lm_insights.core.partition import Partition, replace_staging_table, staging_table
 from lm_insights.learn import heads, models
-from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
 
 QUALITY_COLUMNS = ("partition_start", "head", "head_version", "model", "rows", "answered", "coverage", "accuracy",
@@ -62,14 +61,11 @@ def measure(spec: PipelineSpec, conn, partition: Partition, versions: dict[str, 
 def build_quality(spec: PipelineSpec, conn, partition: Partition, versions: dict[str, int]) -> dict[str, dict]:
     """Staging ``quality``: one row per head and model; return what :func:`measure` found."""
     measured = measure(spec, conn, partition, versions)
-    target = staging_table(spec, partition, "quality")
-    conn.execute(sql.SQL("drop table if exists {}").format(target))
-    conn.execute(sql.SQL(
-        "create table {} (partition_start timestamptz not null, head text not null, head_version integer, "
+    replace_staging_table(conn, spec, partition, "quality", sql.SQL(
+        "(partition_start timestamptz not null, head text not null, head_version integer, "
         "model text not null, rows bigint not null, answered bigint, coverage double precision, "
         "accuracy double precision, macro_f1 double precision, mae double precision, r2 double precision, "
-        "confusion jsonb)").format(target))
-    db.copy_rows(conn, target, QUALITY_COLUMNS, (
+        "confusion jsonb)"), columns=QUALITY_COLUMNS, rows=(
         (partition.start, name, found["version"], model, m["rows"], m.get("answered"), m.get("coverage"),
          m.get("accuracy"), m.get("macro_f1"), m.get("mae"), m.get("r2"),
          json.dumps(m["confusion"]) if "confusion" in m else None)

@@ -19,13 +19,13 @@ from psycopg import sql
 
 from lm_insights.core.cache import CACHE_COLUMNS, CacheKey, cache_key, cache_table, head_version, vector_literal
 from lm_insights.core.partition import Partition
+from lm_insights.core.texts import lm_texts
 from lm_insights.core.values import template_version
 from lm_insights.guard.flags import zero_shot_entropy
 from lm_insights.learn.heads import predict_rows
 from lm_insights.learn.models import load_heads
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.textualize import lm_texts
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,6 @@ class InferSummary:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def count_distinct_texts(spec: PipelineSpec, conninfo: str, partition: Partition) -> int:
-    with db.connect(conninfo) as conn:
-        query = sql.SQL("select count(distinct text_sha256) from ({}) as t").format(lm_texts(spec, partition))
-        return conn.execute(query).fetchone()[0]
 
 
 def plan_shards(spec: PipelineSpec, distinct_texts: int, requested: int | None = None) -> int:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from lm_insights.core.cache import CacheKey, cache_table
-from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.core.partition import (STAGING_SCHEMA, Partition, replace_staging_table, staging_name,
+                                        staging_table)
 from lm_insights.core.sql_expressions import UNKNOWN_SEGMENT, finite, is_numeric, segment_expressions
+from lm_insights.core.texts import lm_texts
 from lm_insights.explain.changes import changes_summary
 from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, clusters_summary
 from lm_insights.explain.rules import build_rules, rules_summary
@@ -25,7 +27,6 @@ from lm_insights.learn import quality as head_quality
 from lm_insights.learn.heads import head_columns, output_suffixes
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-from lm_insights.steps.textualize import lm_texts
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,8 @@ def build_attributions(spec: PipelineSpec, conn, partition: Partition, key: Cach
     replaced by "unknown": how much that column's value supports the label. Set-based (hash joins), so it stays
     linear in the partition size.
     """
-    target = staging_table(spec, partition, "attributions")
-    conn.execute(sql.SQL("drop table if exists {}").format(target))
-    conn.execute(sql.SQL(
-        "create table {target} as "
-        "select distinct on (o._row_number, s.name) o._row_number, s.name as label_set, o.field, "
+    target = replace_staging_table(conn, spec, partition, "attributions", sql.SQL(
+        "as select distinct on (o._row_number, s.name) o._row_number, s.name as label_set, o.field, "
         "(rc.labels -> s.name -> 'scores' ->> (rc.labels -> s.name ->> 'best'))::float8 "
         "- (oc.labels -> s.name -> 'scores' ->> (rc.labels -> s.name ->> 'best'))::float8 as effect "
         "from {occlusions} as o join {texts} as t using (_row_number) "
@@ -121,9 +119,8 @@ def build_attributions(spec: PipelineSpec, conn, partition: Partition, key: Cach
         "and oc.head_version = %(head_version)s and oc.template_version = %(template_version)s "
         "cross join unnest(%(label_sets)s::text[]) as s(name) "
         "order by o._row_number, s.name, effect desc, o.field"
-    ).format(target=target, occlusions=staging_table(spec, partition, "occlusions"),
-             texts=staging_table(spec, partition, "texts"), cache=cache_table(spec)),
-        {**vars(key), "label_sets": list(spec.lm.label_sets)})
+    ).format(occlusions=staging_table(spec, partition, "occlusions"), texts=staging_table(spec, partition, "texts"),
+             cache=cache_table(spec)), {**vars(key), "label_sets": list(spec.lm.label_sets)})
     conn.execute(sql.SQL("alter table {} add primary key (_row_number, label_set)").format(target))
 
 

@@ -117,13 +117,3 @@ def textualize_partition(spec: PipelineSpec, conninfo: str, partition: Partition
         if spec.lm.attributions:
             conn.execute(sql.SQL("analyze {}").format(occlusions))
     return count
-
-
-def lm_texts(spec: PipelineSpec, partition: Partition) -> sql.Composable:
-    """Every text the LM reads for the partition (``text_sha256, text``): the rows' and, with attributions, the
-    occluded ones."""
-    texts = sql.SQL("select text_sha256, text from {}").format(staging_table(spec, partition, "texts"))
-    if not spec.lm.attributions:
-        return texts
-    return texts + sql.SQL(" union all select text_sha256, text from {}").format(
-        staging_table(spec, partition, "occlusions"))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 from psycopg import sql
 
 from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.core.gx import gx_context, import_gx, raise_on_exception, run_suite
 from lm_insights.guard import toxicity
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 REJECTS_COLUMNS = ("_row_number", "failed_expectations", "reason")
 # Rejects under construction; as short as "extracted", so its staging name fits whenever the extracted one does.
 PENDING_STEP = "pending"
-_GX_URL_VARIABLE = "lm_insights_gx_url"  # runtime config variable: PostgresDsn rejects unix-socket URLs
 
 
 class TableExpectationsFailed(ValueError):
@@ -56,20 +55,9 @@ class ValidationSummary:
     table_results: list[tuple[str, bool, Any]] = field(default_factory=list)  # (label, success, observed value)
 
 
-def _gx():
-    """Import Great Expectations quietly (it is a heavy import, so only when a task needs it)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its import logs hundreds of lines
-    import great_expectations as gx
-
-    # This module pins its own level to INFO at import and logs a line for every ephemeral context.
-    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
-    return gx
-
-
 def _expectation_classes() -> dict[str, type]:
     """``{snake_name: class}`` of every expectation GE ships."""
-    gx = _gx()
+    gx = import_gx()
     from great_expectations.expectations.expectation import Expectation
 
     classes = {}
@@ -118,7 +106,7 @@ def build_suite(spec: PipelineSpec):
 
     :param spec: the pipeline spec whose ``expectations.rows`` and ``expectations.table`` are built.
     """
-    gx = _gx()
+    gx = import_gx()
     classes = _expectation_classes()
     suites = []
     for kind in ("rows", "table"):
@@ -185,35 +173,7 @@ def _reason(name: str, kwargs: dict[str, Any], values: dict[str, Any]) -> str:
     return f"({shown}) fails {name}"
 
 
-# ---------------------------------------------------------------------------------------------- GE plumbing
-
-
-def _context(gx, conninfo: str):
-    """An in-memory GE context with a PostgreSQL datasource on ``conninfo``, progress bars off."""
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    # The URL goes in as a runtime variable: the datasource's own URL check rejects unix-socket hosts.
-    context = gx.get_context(mode="ephemeral", runtime_environment={_GX_URL_VARIABLE: db.sqlalchemy_url(conninfo)})
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    datasource = context.data_sources.add_postgres("warehouse", connection_string=f"${{{_GX_URL_VARIABLE}}}")
-    return context, datasource
-
-
-def _run(context, batch_definition, suite, result_format: dict[str, Any]):
-    suite = context.suites.add(suite)
-    return batch_definition.get_batch().validate(suite, result_format=result_format)
-
-
-def _raise_on_exception(spec: PipelineSpec, kind: str, result) -> None:
-    """GE reports an expectation that could not run (e.g. SQL error) as a failed result; make it an error."""
-    info = result.exception_info or {}
-    # Flat {"raised_exception": ...} or, when a metric failed, {metric_id: {"raised_exception": ...}}.
-    infos = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
-    messages = [i.get("exception_message") for i in infos if i.get("raised_exception")]
-    if messages:
-        config = result.expectation_config
-        raise ValueError(f"{spec.name}: expectations.{kind}[{config.meta['entry']}] {config.type} could not run "
-                         f"on {kind == 'rows' and 'the extracted rows' or 'the valid rows'}: {messages[0]}")
+# ---------------------------------------------------------------------------------------------- failing rows
 
 
 def _compound_duplicates(conn, table: sql.Identifier, columns: list[str]) -> list[dict[str, Any]]:
@@ -312,7 +272,7 @@ def validate_partition(spec: PipelineSpec, conninfo: str, partition: Partition) 
     """
     started = time.monotonic()
     row_suite, table_suite = build_suite(spec)
-    context, datasource = _context(_gx(), conninfo)
+    context, datasource = gx_context(import_gx(), conninfo)
     try:
         return _validate(spec, conninfo, partition, context, datasource, row_suite, table_suite, started)
     finally:
@@ -334,10 +294,10 @@ def _validate(spec: PipelineSpec, conninfo: str, partition: Partition, context, 
         # COMPLETE alone caps unexpected_index_list at partial_unexpected_count on SQL; lift the cap to the row count.
         result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row_number"],
                          "partial_unexpected_count": max(checked, 1), "return_unexpected_index_query": False}
-        validation = _run(context, asset.add_batch_definition_whole_table("whole"), row_suite, result_format)
+        validation = run_suite(context, asset.add_batch_definition_whole_table("whole"), row_suite, result_format)
         with db.connect(conninfo) as conn:
             for result in validation.results:
-                _raise_on_exception(spec, "rows", result)
+                raise_on_exception(spec, "rows", result)
                 config = result.expectation_config
                 label = config.meta["label"]
                 name, kwargs = next(iter(spec.expectations.rows[config.meta["entry"]].items()))
@@ -366,11 +326,11 @@ def _validate(spec: PipelineSpec, conninfo: str, partition: Partition, context, 
         with db.connect(conninfo) as conn:
             query_text = query.as_string(conn)
         asset = datasource.add_query_asset("valid", query=query_text)
-        validation = _run(context, asset.add_batch_definition_whole_table("whole"), table_suite,
+        validation = run_suite(context, asset.add_batch_definition_whole_table("whole"), table_suite,
                           {"result_format": "SUMMARY"})
         failed = []
         for result in validation.results:
-            _raise_on_exception(spec, "table", result)
+            raise_on_exception(spec, "table", result)
             table_results.append((result.expectation_config.meta["label"], bool(result.success), _observed(result)))
             if not result.success:
                 failed.append(result)
