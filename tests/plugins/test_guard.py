@@ -260,7 +260,8 @@ def test_ambiguity_by_entropy_is_flagged_counted_and_output_expectations_run_wit
 
 
 def test_entropy_is_normalized_over_the_labels():
-    from lm_insights.guard.flags import normalized_entropy, zero_shot_entropy
+    from lm_insights.core.uncertainty import normalized_entropy
+    from lm_insights.guard.flags import zero_shot_entropy
     from lm_insights.learn.heads import classify_outputs
 
     assert normalized_entropy(np.array([[1.0, 0.0], [0.5, 0.5], [0.6, 0.4]])) == pytest.approx([0, 1, 0.971], abs=1e-3)

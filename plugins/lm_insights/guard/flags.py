@@ -21,6 +21,7 @@ import numpy as np
 from psycopg import sql
 
 from lm_insights.core.partition import STAGING_SCHEMA, Partition, staging_name, staging_table
+from lm_insights.core.uncertainty import normalized_entropy
 from lm_insights.guard import inconsistent, toxicity
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
@@ -53,15 +54,6 @@ def text_quality_sql(spec: PipelineSpec, text_columns: list[str]) -> sql.Composa
         sql.SQL("case when truncated then 'truncated' end"),
     ]
     return sql.SQL("array_remove(array[{}]::text[], null)").format(sql.SQL(", ").join(checks))
-
-
-def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
-    """Per row, the entropy of a distribution over k labels divided by ln k: 0 one label is certain, 1 all are
-    equally likely (so one threshold fits label sets of any size)."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
-    p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
-    logs = np.log(np.where(p > 0, p, 1.0))
-    return np.clip(-(p * logs).sum(axis=1) / np.log(p.shape[1]), 0.0, 1.0)
 
 
 def zero_shot_entropy(cosines: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from psycopg import sql
 
+from lm_insights.core.uncertainty import normalized_entropy
 from lm_insights.core.values import format_value
-from lm_insights.guard.flags import normalized_entropy
 from lm_insights.spec import HEAD_COLUMN_SUFFIXES, Head, PipelineSpec
 
 UNCERTAIN = "uncertain"
