@@ -225,6 +225,13 @@ class Segment(_Strict):
         return f"tiers:{self.by_tiers.column}" if self.by_tiers else f"column:{self.by_column}"
 
 
+class MinEffect(_Strict):
+    """The smallest effects worth telling (docs/findings.md); smaller ones are never significant."""
+    variance_share: float = Field(default=0.01, ge=0, lt=1)  # r², omega² ... of a driver, split or label mix
+    relative_difference: float = Field(default=0.05, ge=0)  # |mean / other mean - 1| of a segment or a change
+    proportion_difference: float = Field(default=0.05, ge=0, lt=1)  # a label's share moved by this much
+
+
 class Insights(_Strict):
     metrics: list[str] = Field(min_length=1)  # numeric columns summarised per segment
     segments: list[Segment] = Field(min_length=1)
@@ -234,6 +241,10 @@ class Insights(_Strict):
     # A NaN or +-Infinity in a metric or tier column: "reject" puts the row in <pipeline>_rejects with the reason;
     # "exclude" keeps the row and leaves the value out of every statistic (as a NULL would be).
     non_finite: Literal["reject", "exclude"] = "reject"
+    outcomes: list[str] = []  # metrics that are results (revenue = price x units), not candidate drivers
+    fdr: float = Field(default=0.05, gt=0, lt=1)  # false discovery rate over everything a partition tests
+    min_effect: MinEffect = MinEffect()
+    min_group_rows: int = Field(default=10, ge=2)  # a group with fewer rows is not tested nor named
 
     @model_validator(mode="after")
     def _outcomes_are_metrics(self) -> Insights:
@@ -378,6 +389,7 @@ class Clusters(_Strict):
     min_cluster_rows: int = Field(default=5, ge=1)  # k stays at most rows / min_cluster_rows
     name_terms: int = Field(default=3, ge=1, le=10)  # distinctive terms in a cluster's name
     max_rows: int = Field(default=5000, ge=10)  # k-means is fitted on a seeded sample this size; all rows assigned
+    min_silhouette: float = Field(default=0.25, gt=-1, le=1)  # groups are reported as separated from this on
 
 
 class Words(_Strict):
@@ -457,6 +469,10 @@ class PipelineSpec(_Strict):
             check(f"insights.keep_columns[{i}]", column)
         if self.insights.target:
             check("insights.target", self.insights.target)
+        for i, column in enumerate(self.insights.outcomes):
+            if column not in self.insights.metrics:
+                raise ValueError(f"insights.outcomes[{i}]: {column!r} is not in insights.metrics "
+                                 f"{self.insights.metrics}; an outcome is a metric that is not a driver")
         for i, segment in enumerate(self.insights.segments):
             if segment.by_tiers:
                 check(f"insights.segments[{i}].by_tiers.column", segment.by_tiers.column)
@@ -518,7 +534,7 @@ class PipelineSpec(_Strict):
     def _no_duplicates(self) -> None:
         for path, names in (("source.columns", self.source.columns), ("source.key", self.source.key),
                             ("text.columns", self.text.columns), ("insights.metrics", self.insights.metrics),
-                            ("insights.keep_columns", self.insights.keep_columns)):
+                            ("insights.keep_columns", self.insights.keep_columns), ("insights.outcomes", self.insights.outcomes)):
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 raise ValueError(f"{path}: {repeated} listed twice")
