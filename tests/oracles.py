@@ -270,35 +270,61 @@ def eta_squared(rows: pd.DataFrame, field: str, target: str) -> tuple[float | No
     return (between / total if total else None), len(frame), groups
 
 
+def large_groups(rows: pd.DataFrame, field: str, target: str, min_rows: int) -> list[np.ndarray]:
+    """The target's values per value of ``field`` that has ``min_rows`` rows (both present), by value."""
+    frame = pd.DataFrame({"x": rows[field], "y": as_float(rows[target])})
+    frame = frame[frame["x"].notna() & frame["y"].notna()]
+    frame["x"] = frame["x"].map(str)
+    return [g.to_numpy() for _, g in sorted(frame.groupby("x")["y"]) if len(g) >= max(min_rows, 2)]
+
+
+def omega_squared(groups: list[np.ndarray]) -> float:
+    """(SS between - (k - 1) MS within) / (SS total + MS within), at least 0 (numpy)."""
+    values = np.concatenate(groups)
+    between = sum(len(g) * (g.mean() - values.mean()) ** 2 for g in groups)
+    within = sum(((g - g.mean()) ** 2).sum() for g in groups)
+    mean_within = within / (len(values) - len(groups))
+    return max((between - (len(groups) - 1) * mean_within) / (between + within + mean_within), 0.0)
+
+
 def check_drivers(spec, rows: pd.DataFrame, drivers: pd.DataFrame, required: list[str] = ()) -> None:
-    """Every published driver's importance, direction, method and n equal the oracle's; ``required`` fields are
-    published; importance is sorted as the drivers table reads."""
+    """Every published driver's effect (importance, on the share-of-variance scale), p-value, direction, method
+    and n equal scipy's on the rows; ``required`` fields are published."""
+    from scipy import stats
+
     published = drivers.to_dict("records")
     assert {d["field"] for d in published} >= set(required), (required, [d["field"] for d in published])
+    assert not {d["field"] for d in published} & {spec.target, *spec.insights.outcomes}, "an outcome is no driver"
     target = spec.target
     for d in published:
         assert d["target"] == target
         if d["method"].startswith("pearson"):
             r, n = pearson(rows, d["field"], target)
-            assert r is not None and close(abs(r), d["importance"]), (d, r)
-            assert d["method"] == f"pearson r = {r:+.3f}" and d["n"] == n, (d, r, n)
+            assert r is not None and close(r * r, d["importance"]), (d, r)
+            assert d["method"] == f"pearson r = {r:+.3f}" and d["n"] == n and close(r, d["correlation"]), (d, r, n)
+            x, y = as_float(rows[d["field"]]), as_float(rows[target])
+            both = x.notna() & y.notna()
+            assert math.isclose(stats.pearsonr(x[both], y[both]).pvalue, d["p_value"], rel_tol=1e-6, abs_tol=1e-300)
             rises = "rises" if r > 0 else "falls"
             assert d["direction"] == f"{target} {rises} as {d['field']} rises", d
         else:
-            assert d["method"] == "eta squared", d
-            eta2, n, groups = eta_squared(rows, d["field"], target)
-            assert eta2 is not None and close(eta2, d["importance"]), (d, eta2)
-            assert d["n"] == n and 2 <= len(groups) <= 20, (d, n, groups)
-            eligible = groups[groups["count"] >= 5]
+            assert d["method"] == "omega squared", d
+            groups = large_groups(rows, d["field"], target, spec.insights.min_group_rows)
+            assert len(groups) >= 2 and d["n"] == sum(len(g) for g in groups), (d, groups)
+            assert close(omega_squared(groups), d["importance"]), d
+            assert math.isclose(stats.f_oneway(*groups).pvalue, d["p_value"], rel_tol=1e-6, abs_tol=1e-300), d
+            _, _, means = eta_squared(rows, d["field"], target)
+            eligible = means[means["count"] >= spec.insights.min_group_rows]
             best = set(eligible.index[np.isclose(eligible["mean"], eligible["mean"].max(), rtol=REL_TOL)])
             top = d["direction"].removeprefix(f"highest {target} when {d['field']} = ")
             assert top in best, (d, best)
 
 
 def expected_driver_fields(spec, rows: pd.DataFrame) -> list[str]:
-    """The spec's own fields (source columns and labels) that the oracle finds measurable: published for sure."""
-    skip = {*spec.source.key, spec.source.partition_column, *spec.insights.metrics}
-    fields = [c for c in spec.row_columns if c not in skip] + [f"{s}_label" for s in spec.lm.label_sets]
+    """The spec's source columns that the oracle finds measurable as drivers: published for sure (LM outputs are
+    not drivers: their relation to the target is tested as segments)."""
+    skip = {*spec.source.key, spec.source.partition_column, spec.target, *spec.insights.outcomes}
+    fields = [c for c in spec.row_columns if c not in skip]
     measurable = []
     for field in fields:
         values = rows[field].dropna()
@@ -308,9 +334,64 @@ def expected_driver_fields(spec, rows: pd.DataFrame) -> list[str]:
                 measurable.append(field)
         else:
             eta2, n, groups = eta_squared(rows, field, spec.target)
-            if eta2 is not None and 2 <= len(groups) <= 20 and len(groups) <= n / 2 and (groups["count"] >= 5).any():
+            large = large_groups(rows, field, spec.target, spec.insights.min_group_rows)
+            if len(groups) <= 20 and len(groups) <= n / 2 and len(large) >= 2 and eta2 is not None:
                 measurable.append(field)
     return measurable
+
+
+# ---------------------------------------------------------------------------------------------------- findings
+
+
+def check_findings(spec, rows: pd.DataFrame, findings: pd.DataFrame, drivers: pd.DataFrame) -> None:
+    """The findings table against scipy: each driver and segment finding's effect, p and n recomputed from the rows;
+    q-values by scipy's Benjamini-Hochberg over every tested finding; significance and rank from them."""
+    from scipy import stats
+
+    if findings.empty:
+        return
+    tested = findings[findings["p_value"].notna()]
+    q = stats.false_discovery_control(tested["p_value"].astype(float).to_numpy())
+    for (_, f), want in zip(tested.iterrows(), q):
+        assert math.isclose(f["q_value"], want, rel_tol=1e-9, abs_tol=1e-300), (f["subject"], f["q_value"], want)
+    minimum = spec.insights.min_effect
+    by_field = drivers.set_index("field")
+    for _, f in findings.iterrows():
+        if f["kind"] == "driver" and " | " not in f["subject"]:
+            d = by_field.loc[f["subject"]]
+            assert close(f["p_value"], d["p_value"]) and f["n"] == d["n"], f["subject"]
+            assert close(f["effect"], d["importance"]), f["subject"]
+        elif f["kind"] == "segment":
+            segment, value = f["subject"].split(" = ", 1)
+            column = next(s for s in spec.insights.segments if s.name.split(":", 1)[-1] == segment)
+            if column.by_tiers:
+                names = pd.Series([tier_of(v, column.by_tiers.edges)[0] for v in as_float(rows[column.by_tiers.column])])
+            else:
+                source = column.by_column or f"{column.by_label}_label"
+                names = rows[source].map(lambda v: UNKNOWN if v is None else str(v))
+            y = as_float(rows[spec.target])
+            inside, rest = y[(names == value).to_numpy() & y.notna().to_numpy()], y[(names != value).to_numpy() & y.notna().to_numpy()]
+            assert min(len(inside), len(rest)) >= spec.insights.min_group_rows, f["subject"]
+            assert math.isclose(stats.ttest_ind(inside, rest, equal_var=False).pvalue, f["p_value"], rel_tol=1e-6,
+                                abs_tol=1e-300), f["subject"]
+            assert close(inside.mean() / rest.mean() - 1, f["effect"]) and f["n"] == len(inside) + len(rest)
+            assert f["ci_low"] <= f["effect"] <= f["ci_high"]
+        if f["p_value"] is not None and not missing(f["p_value"]):
+            relative = f["effect_measure"] in ("relative difference of means", "difference of relative changes")
+            large = abs(f["effect"]) >= (minimum.relative_difference if relative else minimum.proportion_difference
+                                         if f["effect_measure"] == "proportion difference" else minimum.variance_share)
+            if f["effect_measure"] == "difference of means":
+                large = True  # judged on its share of variance, not recomputed here
+            assert bool(f["significant"]) == (f["q_value"] <= spec.insights.fdr and large) or \
+                f["effect_measure"] == "difference of means", f["subject"]
+        assert f["sentence"].startswith("uncertain: ") != bool(f["significant"]) or f["kind"] == "cluster"
+    ranks = sorted(int(r) for r in findings["rank"].dropna())
+    assert ranks == list(range(1, int(findings["significant"].sum()) + 1)), ranks
+
+
+def headline_sentences(findings: pd.DataFrame) -> list[str]:
+    ranked = findings[findings["rank"].notna() & (findings["kind"] != "cluster")].sort_values("rank")
+    return list(ranked["sentence"][:3])
 
 
 # ---------------------------------------------------------------------------------------------------- summary
@@ -318,21 +399,22 @@ def expected_driver_fields(spec, rows: pd.DataFrame) -> list[str]:
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?%?")
 
 
-EXPLAIN_SENTENCE = re.compile(r"(Since the partition of |The \w+ mix over |The strongest driver of .* changed from |"
-                              r"Discovery found |Rules that reproduce |No shallow rules reproduce )")
+EXPLAIN_SENTENCE = re.compile(r"(No significant change since |Significant changes since |Discovery found |No clear groups |"
+                              r"Rules that reproduce |No shallow rules reproduce |Nothing stands out|No other difference|"
+                              r"\d+ more significant finding)")
 
 
-def summary_numbers(summary: str, partition, drivers: pd.DataFrame, cluster_names=()) -> list[str]:
-    """The numbers the summary states, without the partition's date and the driver directions' category values
-    (checked by :func:`check_drivers`)."""
+def summary_numbers(summary: str, partition, headline=(), cluster_names=()) -> list[str]:
+    """The numbers the summary states, without the partition's date and the headline's sentences (each a row of
+    the findings table, checked by :func:`check_findings`)."""
     # explain/'s sentences compare with the previous partition, or quote clusters and rules: their figures have
     # their own oracles (tests/plugins/test_explain_*.py); this one checks the partition's own figures.
+    for sentence in headline:
+        summary = summary.replace(sentence, "")
     text = " ".join(sentence for sentence in re.split(r"(?<=\.)\s+", summary)
                     if not EXPLAIN_SENTENCE.match(sentence))
     for day in (partition.start.date(), (partition.end - dt.timedelta(days=1)).date()):  # "for 2026-11-02"
         text = text.replace(day.isoformat(), "")
-    for direction in drivers.get("direction", []):
-        text = text.replace(direction, "")
     for name in sorted(cluster_names, key=len, reverse=True):  # "3: bamboo, board": the id is a name, no figure
         text = text.replace(name, "")
     return _NUMBER.findall(text)
@@ -343,22 +425,16 @@ def numeric_cells(frame: pd.DataFrame) -> list[float]:
             if isinstance(v, int | float | decimal.Decimal) and not isinstance(v, bool) and math.isfinite(float(v))]
 
 
-def check_summary(spec, partition, summary: str, rows: pd.DataFrame, rejected: int, segments: pd.DataFrame,
-                  drivers: pd.DataFrame, quality: pd.DataFrame | None = None) -> None:
-    """Every number in the summary is a figure of the tables, as the oracle computes it, rounded as printed.
+def check_summary(spec, partition, summary: str, rows: pd.DataFrame, rejected: int, findings: pd.DataFrame,
+                  quality: pd.DataFrame | None = None) -> None:
+    """The summary leads with the findings table's top 3 significant sentences (or says nothing stands out), and
+    every other number in it is a figure of the tables, as the oracle computes it, rounded as printed.
 
     ``quality`` (the heads' ``<pipeline>_quality`` rows, checked by their own oracle) adds its numbers, and its
     shares as percentages."""
     figures: list[float] = [len(rows), rejected]
     if "truncated" in rows:
         figures.append(int(rows["truncated"].fillna(False).astype(bool).sum()))
-    for figure in ("row_count", "mean", "variance"):
-        figures += [v for v in segments[figure] if not missing(v)]
-    for segment in spec.insights.segments:
-        if segment.by_tiers:
-            figures += list(segment.by_tiers.edges)
-    for d in drivers.to_dict("records"):
-        figures += [d["n"], d["importance"], -d["importance"]]
     shares = []
     for name in spec.lm.label_sets:
         column = f"{name}_top_field"
@@ -368,20 +444,29 @@ def check_summary(spec, partition, summary: str, rows: pd.DataFrame, rejected: i
         cells = numeric_cells(quality)
         figures += cells
         shares += [c * 100 for c in cells if 0 <= c <= 1] + [(1 - c) * 100 for c in cells if 0 <= c <= 1]
+    headline = headline_sentences(findings)
+    opening = f"{len(rows)} rows analysed, {rejected} rejected"
+    assert opening in summary, summary
+    after = summary[summary.index(opening):]
+    after = after[after.index(". ") + 2:] if headline else after
+    assert after.startswith(" ".join(headline)), (headline, summary)
+    if headline:
+        ranked = int((findings["rank"].notna() & (findings["kind"] != "cluster")).sum())
+        assert ("No other difference is larger than chance." in summary) == (ranked <= 3), summary
+    else:
+        assert "Nothing stands out: " in summary, summary
     clusters = rows["cluster_name"].dropna().unique() if "cluster_name" in rows else ()
-    numbers = summary_numbers(summary, partition, drivers, clusters)
-    assert numbers, summary
+    numbers = summary_numbers(summary, partition, headline, clusters)
     for token in numbers:
         if token.endswith("%"):
-            assert any(f"{s:.0f}%" == token for s in shares), (token, shares, summary)
+            assert any(f"{s:.0f}%" == token for s in shares) or token == f"{spec.insights.fdr:.0%}", \
+                (token, shares, summary)
             continue
         decimals = len(token.split(".")[1]) if "." in token else 0
         printed = {f"{f:.{decimals}f}" for f in figures} | {f"{f:+.{decimals}f}" for f in figures}
-        assert token in printed or token.lstrip("+") in printed, f"{token!r} of the summary is in no table: {summary}"
-    assert f"{len(rows)} rows analysed, {rejected} rejected" in summary, summary
-    if len(drivers):
-        strongest = drivers.sort_values("importance", ascending=False).iloc[0]
-        assert f"Strongest driver of {spec.target}: {strongest['field']} " in summary, summary
+        tested = int(findings["p_value"].notna().sum())
+        assert token in printed or token.lstrip("+") in printed or token == str(tested), \
+            f"{token!r} of the summary is in no table: {summary}"
 
 
 # ---------------------------------------------------------------------------------------------------- all
@@ -392,16 +477,17 @@ def check_partition(source_conninfo: str, sink_conninfo: str, spec, partition,
     """Every published figure of one partition against the oracles; returns the frames for further checks."""
     source = source_partition(source_conninfo, spec, partition)
     tables = {s: insight_frame(sink_conninfo, spec, s, partition)
-              for s in ("rows", "segments", "drivers", "summaries", "rejects")}
+              for s in ("rows", "segments", "drivers", "summaries", "rejects", "findings")}
     check_rejects(spec, source, tables["rejects"])
     valid = valid_source_rows(spec, source)
     rows = tables["rows"]
     check_rows(spec, valid, rows)
-    expected = check_segments(spec, rows, tables["segments"])
+    check_segments(spec, rows, tables["segments"])
     required = expected_driver_fields(spec, rows) if required_drivers is None else required_drivers
     check_drivers(spec, rows, tables["drivers"], required)
     assert len(tables["summaries"]) == 1
     quality = insight_frame(sink_conninfo, spec, "quality", partition, missing_ok=True)
+    check_findings(spec, rows, tables["findings"], tables["drivers"])
     check_summary(spec, partition, tables["summaries"]["summary"].iloc[0], rows, len(tables["rejects"]),
-                  expected, tables["drivers"], quality)
+                  tables["findings"], quality)
     return {"source": source, "valid": valid, **tables}

@@ -1,12 +1,16 @@
-"""What changed: the second day's summary compares it with the first, every figure with its n, all true; the HTML
+"""What changed: the second day's changes are tested like every finding (recomputed with scipy from the loaded
+rows) and the summary claims only the significant ones; the HTML
 report of the two days is self-contained and has every section."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
+import numpy as np
 import psycopg
+from scipy import stats
 
 from lm_insights.explain.html_report import cluster_map, project_2d, report_for_run
 from lm_insights.explain.report_store import store_report
@@ -19,7 +23,7 @@ SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "p
 FIRST, SECOND = Partition.day("2026-11-01"), Partition.day("2026-11-02")
 
 
-def test_second_day_summary_says_what_changed_with_figures(warehouse_conninfo):
+def test_second_day_changes_are_tested_and_told_only_when_significant(warehouse_conninfo):
     demo_warehouse.create_schema(warehouse_conninfo)
     demo_warehouse.generate(warehouse_conninfo, start=FIRST.start.date(), days=2, sales_per_day=40, reviews_per_day=0)
     runs = [run_partition(SPEC, warehouse_conninfo, warehouse_conninfo, day) for day in (FIRST, SECOND)]
@@ -27,22 +31,36 @@ def test_second_day_summary_says_what_changed_with_figures(warehouse_conninfo):
     with psycopg.connect(warehouse_conninfo) as conn:
         first, second = (r[0] for r in conn.execute(
             "select summary from insights.product_sales_summaries order by partition_start").fetchall())
-        segments = {(p.date().isoformat(), s.split(":", 1)[-1], v): (m, n) for p, s, v, m, n in conn.execute(
-            "select partition_start, segment, segment_value, mean, row_count from insights.product_sales_segments "
-            "where metric = 'units'").fetchall()}
-    assert "Since the partition" not in first
-    assert "Since the partition of 2026-11-01:" in second
-    changes = re.findall(r"units in (\S+) = (.+?): mean ([\d.]+) \(n = (\d+)\) against ([\d.]+) \(n = (\d+)\), "
-                         r"([+-][\d.]+)%", second)
-    assert changes
-    for segment, value, mean, n, past_mean, past_n, change in changes:
-        now_mean, now_n = segments[("2026-11-02", segment, value)]
-        then_mean, then_n = segments[("2026-11-01", segment, value)]
-        assert (float(mean), int(n), float(past_mean), int(past_n)) == (round(now_mean, 1), now_n,
-                                                                      round(then_mean, 1), then_n)
-        assert float(change) == round((now_mean - then_mean) / abs(then_mean) * 100, 1)
-    assert re.search(r"The positioning mix over \d+ rows \(against \d+\): ", second)
-    assert re.search(r"The strongest driver of units (is still|changed from) \w+", second)
+        changes = conn.execute(
+            "select kind, subject, effect, effect_measure, ci_low, ci_high, p_value, q_value, n, significant, "
+            "sentence from insights.product_sales_findings where partition_start = %s and kind in "
+            "('change', 'label_mix') order by subject", (SECOND.start,)).fetchall()
+        units = {day: [float(u) for (u,) in conn.execute(
+            "select units from insights.product_sales_rows where partition_start = %s", (day.start,)).fetchall()]
+            for day in (FIRST, SECOND)}
+        mix = {day: dict(conn.execute(
+            "select positioning_label, count(*) from insights.product_sales_rows where partition_start = %s "
+            "group by 1", (day.start,)).fetchall()) for day in (FIRST, SECOND)}
+    assert "since 2026-10-31" not in first and "since 2026-11-01" in second
+    by_subject = {c[1]: c for c in changes}
+    overall = by_subject["all rows"]  # every row's units against the day before: Welch's t test, recomputed
+    now, before = np.array(units[SECOND]), np.array(units[FIRST])
+    assert math.isclose(overall[6], stats.ttest_ind(now, before, equal_var=False).pvalue, rel_tol=1e-6)
+    assert math.isclose(overall[2], now.mean() / before.mean() - 1, rel_tol=1e-9)
+    assert overall[8] == len(now) + len(before)
+    assert overall[4] <= overall[2] <= overall[5]
+    labels = sorted(set(mix[FIRST]) | set(mix[SECOND]))
+    table = [[mix[SECOND].get(label, 0) for label in labels], [mix[FIRST].get(label, 0) for label in labels]]
+    label_mix = by_subject["positioning mix"]
+    chi = stats.chi2_contingency(np.array(table), correction=False)
+    want = stats.fisher_exact(table).pvalue if chi.expected_freq.min() < 5 else chi.pvalue
+    assert math.isclose(label_mix[6], want, rel_tol=1e-6)
+    significant = [c for c in changes if c[9]]
+    if significant:
+        assert "Significant changes since 2026-11-01: " in second
+    else:
+        assert "No significant change since 2026-11-01." in second
+    assert all(c[10].startswith("uncertain: ") for c in changes if not c[9])
 
     stored = store_report(warehouse_conninfo, ["test"], dag_id="insights_report", run_id="report_1",
                           source_runs=[("product_sales", runs[0].run_id), ("product_sales", "no_such_run")])
@@ -58,7 +76,7 @@ def test_second_day_summary_says_what_changed_with_figures(warehouse_conninfo):
                     "Rules that reproduce the model", "Clusters", "Explained rows"):
         section = page.split(f"<h3>{heading}</h3>", 1)[1].split("<h3>", 1)[0]
         assert "<img" in section or "<tr><td>" in section or heading == "Summary" and len(section) > 100, heading
-    assert "<mark style=" in page and "Since the partition of 2026-11-01:" in page
+    assert "<mark style=" in page and "since 2026-11-01" in page
     assert page.split("<h3>Clusters</h3>", 1)[1].split("<h3>", 1)[0].count("<img") == 1, "the clusters' map"
     assert "partition 2026-11-02" in page and "partition 2026-11-01" not in page
 

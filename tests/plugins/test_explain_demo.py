@@ -61,7 +61,12 @@ def test_demo_rules_clusters_and_explanations(warehouse_conninfo, monkeypatch):
     assert 2 <= len(clusters) <= SPEC.explain.clusters.max_clusters and all(c[3] == len(clusters) for c in clusters)
     assert [(c[0], c[1], c[2]) for c in clusters] == joined
     assert [(c[1], c[2]) for c in clusters] == segment
-    assert f"Discovery found {len(clusters)} groups of similar rows among 80" in summary
+    separated = clusters[0][4] >= SPEC.explain.clusters.min_silhouette
+    told = (f"Discovery found {len(clusters)} separated groups of similar rows among 80 (silhouette "
+            f"{clusters[0][4]:.2f}, at least" if separated else
+            f"No clear groups among 80 rows: the best split into {len(clusters)} has silhouette {clusters[0][4]:.2f}, "
+            f"below {SPEC.explain.clusters.min_silhouette:.2f}.")
+    assert told in summary, summary
 
     with psycopg.connect(warehouse_conninfo) as conn:
         explained = conn.execute("select _row_number, label_set, label, sample, top_word, words "

@@ -98,7 +98,8 @@ def test_non_finite_metric_and_tier_values_are_rejected_with_the_reason(hostile)
                                          "where field = 'price'").fetchone()
         summary = conn.execute("select summary from insights.hostile_sales_summaries").fetchone()[0]
     assert method == "pearson r = -1.000" and direction == "units falls as price rises"
-    assert "price (pearson r = -1.000, n = 12)" in summary
+    assert "price explains 100% of the variance of units (95% CI 100% to 100%, n = 12); units falls as price " \
+           "rises (r = -1.00)." in summary
 
 
 def test_excluded_non_finite_values_stay_in_rows_but_out_of_every_statistic(hostile):

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 # Insight table suffix -> staging step it is loaded from.
 INSIGHT_TABLES = {"rows": "rows", "segments": "segments", "drivers": "drivers", "summaries": "summary",
                   "rejects": "rejects_loaded", "rules": "rules",
-                  "clusters": "clusters", "explanations": "explanations"}
+                  "clusters": "clusters", "explanations": "explanations", "findings": "findings"}
 # One row per source row: a run replaces the rows whose own partition-column value lies in its interval. Every other
 # insight table is an aggregate of a partition: a run replaces its interval's aggregates and drops those of every
 # interval that overlaps it, since they describe rows that this run has just replaced.

@@ -1,8 +1,11 @@
-"""What changed against the previous partition: sentences built only from measured figures, each with its n.
+"""What changed against the previous partition: candidate findings, tested like every other claim.
 
-The previous partition is the latest one in the insight tables that ends at or before this one's start. Compared:
-the target metric's mean per segment value (the largest relative changes), each label set's mix, and the strongest
-driver. Without a previous partition there is nothing to compare, and no sentence.
+The previous partition is the latest one in the insight tables that ends at or before this one's start. Candidates:
+the target's mean over all rows (Welch), each segment value's change against the other rows' change (a
+difference of relative changes), each label set's mix (chi-square, Fisher for a
+small 2 x 2) and the strongest numeric driver's correlation (Fisher z). They join the partition's other candidates
+in one Benjamini-Hochberg family (lm_insights.explain.findings); the summary tells only the significant ones, and
+otherwise says "no significant change since <day>". Without a previous partition there is nothing to compare.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 from psycopg import sql
 
 from lm_insights.core.partition import Partition, staging_table
+from lm_insights.core.statistics import Groups
+from lm_insights.explain import findings
+from lm_insights.explain.clusters import CLUSTER_SEGMENT
+from lm_insights.explain.findings import ALL_ROWS, Finding
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
-
-MAX_SEGMENT_CHANGES = 3  # sentences about segment means (largest relative change first)
 
 
 def previous_partition(spec: PipelineSpec, conn, partition: Partition):
@@ -26,59 +31,104 @@ def previous_partition(spec: PipelineSpec, conn, partition: Partition):
         "<= %s").format(db.qualified(spec.sink.schema_, summaries)), (partition.start,)).fetchone()[0]
 
 
-def segment_changes(spec: PipelineSpec, conn, partition: Partition, previous) -> list[str]:
-    rows = conn.execute(sql.SQL(
-        "select n.segment, n.segment_value, n.mean, n.row_count, p.mean, p.row_count from {now} as n "
-        "join {past} as p using (segment, segment_value, metric) where n.metric = %s and p.partition_start = %s "
-        "and n.row_count > 0 and p.row_count > 0 and p.mean <> 0 "
-        "order by abs(n.mean - p.mean) / abs(p.mean) desc, n.segment, n.segment_value limit %s").format(
-        now=staging_table(spec, partition, "segments"), past=db.qualified(spec.sink.schema_, f"{spec.name}_segments")),
-        (spec.target, previous, MAX_SEGMENT_CHANGES)).fetchall()
-    return [f"{spec.target} in {segment.split(':', 1)[-1]} = {value}: mean {mean:.1f} (n = {n}) against "
-            f"{past_mean:.1f} (n = {past_n}), {(mean - past_mean) / abs(past_mean):+.1%}."
-            for segment, value, mean, n, past_mean, past_n in rows]
+def _aggregate(conn, rows: sql.Composable, target: str, where: sql.Composable, params=()) -> tuple | None:
+    n, mean, variance = conn.execute(sql.SQL(
+        "select count(y), avg(y)::float8, coalesce(var_samp(y)::float8, 0) from (select "
+        "(case when {t}::float8 in ('NaN', 'Infinity', '-Infinity') then null else {t} end) as y from {rows} "
+        "where {where}) as r").format(t=sql.Identifier(target), rows=rows, where=where), params).fetchone()
+    return (n, mean, variance) if n else None
 
 
-def label_mix_changes(spec: PipelineSpec, conn, partition: Partition, previous) -> list[str]:
-    sentences = []
+def overall_change(spec: PipelineSpec, conn, partition: Partition, previous, day: str) -> list[Finding]:
+    now = _aggregate(conn, staging_table(spec, partition, "rows"), spec.target, sql.SQL("true"))
+    before = _aggregate(conn, db.qualified(spec.sink.schema_, f"{spec.name}_rows"), spec.target,
+                        sql.SQL("partition_start = %s"), (previous,))
+    if not now or not before:
+        return []
+    change = findings.mean_change(ALL_ROWS, spec.target, now, before, day, spec.insights.min_group_rows)
+    return [change] if change else []
+
+
+def _segment_groups(conn, table: sql.Composable, target: str, where: sql.Composable, params) -> dict:
+    """segment -> ({value: index}, Groups) of the target's per-value aggregates in a segments table."""
+    found = conn.execute(sql.SQL(
+        "select segment, segment_value, row_count, mean, coalesce(variance, 0) from {} where metric = %s "
+        "and row_count > 0 and {} order by segment, segment_value").format(table, where), (target, *params)).fetchall()
+    by_segment: dict[str, list[tuple]] = {}
+    for segment, *figures in found:
+        by_segment.setdefault(segment, []).append(figures)
+    return {segment: ({v[0]: i for i, v in enumerate(values)},
+                      Groups([v[1] for v in values], [v[2] for v in values], [v[3] for v in values]))
+            for segment, values in by_segment.items()}
+
+
+def segment_changes(spec: PipelineSpec, conn, partition: Partition, previous, day: str) -> list[Finding]:
+    """Per segment value: did the target's mean move more than in the other rows?"""
+    now = _segment_groups(conn, staging_table(spec, partition, "segments"), spec.target, sql.SQL("true"), ())
+    before = _segment_groups(conn, db.qualified(spec.sink.schema_, f"{spec.name}_segments"), spec.target,
+                             sql.SQL("partition_start = %s"), (previous,))
+    changes = []
+    for segment in sorted(set(now) & set(before) - {CLUSTER_SEGMENT}):  # a day's clusters are its own
+        changes += findings.segment_changes(segment.split(":", 1)[-1], spec.target, *now[segment], *before[segment],
+                                            day, spec.insights.min_group_rows)
+    return changes
+
+
+def label_mix_changes(spec: PipelineSpec, conn, partition: Partition, previous, day: str) -> list[Finding]:
+    changes = []
     for name in spec.lm.label_sets:
         rows = conn.execute(sql.SQL(
-            "with n as (select segment_value, row_count, sum(row_count) over () as total from {now} "
-            "where segment = %(segment)s and metric = %(metric)s), "
-            "p as (select segment_value, row_count, sum(row_count) over () as total from {past} "
-            "where segment = %(segment)s and metric = %(metric)s and partition_start = %(previous)s) "
-            "select coalesce(n.segment_value, p.segment_value), coalesce(n.row_count, 0), max(n.total) over (), "
-            "coalesce(p.row_count, 0), max(p.total) over () from n full join p using (segment_value) order by 1").format(
+            "with n as (select segment_value, row_count from {now} where segment = %(segment)s "
+            "and metric = %(metric)s), "
+            "p as (select segment_value, row_count from {past} where segment = %(segment)s and metric = %(metric)s "
+            "and partition_start = %(previous)s) "
+            "select coalesce(n.segment_value, p.segment_value), coalesce(n.row_count, 0), coalesce(p.row_count, 0) "
+            "from n full join p using (segment_value) order by 1").format(
             now=staging_table(spec, partition, "segments"),
             past=db.qualified(spec.sink.schema_, f"{spec.name}_segments")),
             {"segment": f"label:{name}", "metric": spec.target, "previous": previous}).fetchall()
-        if not rows or not rows[0][2] or not rows[0][4]:
-            continue
-        mix = "; ".join(f"{label} {count / total:.0%} (against {past / past_total:.0%})"
-                        for label, count, total, past, past_total in rows)
-        sentences.append(f"The {name} mix over {rows[0][2]} rows (against {rows[0][4]}): {mix}.")
-    return sentences
+        change = findings.label_mix_change(name, spec.target, [r[0] for r in rows], [r[1] for r in rows],
+                                           [r[2] for r in rows], day, spec.insights.min_group_rows)
+        changes += [change] if change else []
+    return changes
 
 
-def driver_change(spec: PipelineSpec, conn, partition: Partition, previous) -> list[str]:
-    query = "select field, method, n from {} where {} order by importance desc, field limit 1"
-    now = conn.execute(sql.SQL(query).format(staging_table(spec, partition, "drivers"), sql.SQL("true"))).fetchone()
-    past = conn.execute(sql.SQL(query).format(db.qualified(spec.sink.schema_, f"{spec.name}_drivers"),
-                                              sql.SQL("partition_start = %s")), (previous,)).fetchone()
-    if not now or not past:
+def driver_change(spec: PipelineSpec, conn, previous, drivers: list[Finding], day: str) -> list[Finding]:
+    """The strongest numeric driver's r against its r in the previous partition (drivers tables older than the
+    ``correlation`` column give nothing to compare)."""
+    numeric = sorted((d for d in drivers if d.correlation is not None and " | " not in d.subject),
+                     key=lambda d: -d.estimate.variance_share)
+    table = f"{spec.name}_drivers"
+    if not numeric or "correlation" not in db.table_columns(conn, spec.sink.schema_, table):
         return []
-    if now[0] == past[0]:
-        return [f"The strongest driver of {spec.target} is still {now[0]} ({now[1]}, n = {now[2]}; before: "
-                f"{past[1]}, n = {past[2]})."]
-    return [f"The strongest driver of {spec.target} changed from {past[0]} ({past[1]}, n = {past[2]}) to {now[0]} "
-            f"({now[1]}, n = {now[2]})."]
+    top = numeric[0]
+    past = conn.execute(sql.SQL("select correlation, n from {} where partition_start = %s and field = %s "
+                                "and correlation is not null").format(db.qualified(spec.sink.schema_, table)),
+                        (previous, top.subject)).fetchone()
+    if not past or past[1] <= 3 or top.estimate.n <= 3:
+        return []
+    return [findings.driver_change(top.subject, spec.target, top.correlation, top.estimate.n, past[0], past[1], day)]
 
 
-def changes_summary(spec: PipelineSpec, conn, partition: Partition) -> list[str]:
-    """Sentences on what changed against the previous partition (staging figures against loaded ones)."""
+def change_candidates(spec: PipelineSpec, conn, partition: Partition, drivers: list[Finding]):
+    """The previous partition's start (or None) and the candidate changes against it."""
     previous = previous_partition(spec, conn, partition)
     if previous is None:
+        return None, []
+    day = str(previous.date())
+    return previous, [*overall_change(spec, conn, partition, previous, day),
+                      *segment_changes(spec, conn, partition, previous, day),
+                      *label_mix_changes(spec, conn, partition, previous, day),
+                      *driver_change(spec, conn, previous, drivers, day)]
+
+
+def changes_summary(previous, decided: list[Finding]) -> list[str]:
+    """"No significant change since <day>." when no change passed; the significant ones are in the headline or
+    the findings table."""
+    if previous is None:
         return []
-    sentences = [*segment_changes(spec, conn, partition, previous), *label_mix_changes(spec, conn, partition, previous),
-                 *driver_change(spec, conn, partition, previous)]
-    return [f"Since the partition of {previous.date()}:", *sentences] if sentences else []
+    changed = [f for f in decided if f.kind in ("change", "label_mix") and f.significant]
+    if not changed:
+        return [f"No significant change since {previous.date()}."]
+    told = ", ".join(f.subject for f in sorted(changed, key=lambda f: f.rank))
+    return [f"Significant changes since {previous.date()}: {told} (figures in the findings table)."]

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from lm_insights.core.cache import CacheKey, cache_table
 from lm_insights.core.partition import Partition, staging_table
+from lm_insights.explain.findings import Finding, cluster_finding
 from lm_insights.guard import toxicity
 from lm_insights.runtime import db
 from lm_insights.spec import Clusters, PipelineSpec
@@ -183,10 +184,11 @@ def build_clusters(spec: PipelineSpec, conn, partition: Partition, key: CacheKey
     return discovery
 
 
-def clusters_summary(discovery: Discovery | None, total: int) -> list[str]:
-    """One sentence naming the clusters found, each with its rows."""
+def cluster_candidates(spec: PipelineSpec, discovery: Discovery | None, total: int) -> list[Finding]:
+    """Discovery's groups as a finding: separated when the silhouette reaches ``explain.clusters.min_silhouette``,
+    otherwise "no clear groups" (k-means always returns k groups, even of uniform noise)."""
     if discovery is None:
         return []
     named = "; ".join(f"{c.name} ({c.rows} rows)" for c in discovery.clusters)
-    return [f"Discovery found {len(discovery.clusters)} groups of similar rows among {total} "
-            f"(silhouette {discovery.silhouette:.2f}): {named}."]
+    return [cluster_finding(spec.target, len(discovery.clusters), discovery.silhouette, total,
+                            spec.explain.clusters.min_silhouette, named)]

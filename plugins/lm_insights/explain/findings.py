@@ -130,14 +130,16 @@ def segment_finding(segment: str, value: str, target: str, estimate: Estimate, n
     return Finding("segment", subject, target, estimate, claim, min_rows_met)
 
 
-def headline(findings: Sequence[Finding], tested: int, fdr: float) -> list[str]:
+def headline(findings: Sequence[Finding], tested: int, fdr: float, min_group_rows: int) -> list[str]:
     """At most HEADLINE significant findings' sentences, strongest first; then whether anything else is larger
     than chance; "Nothing stands out" when nothing is."""
     ranked = sorted((f for f in findings if f.rank is not None), key=lambda f: f.rank)
+    if not ranked and not tested:
+        return [f"Nothing stands out: nothing had enough rows to be tested (groups need {min_group_rows} rows)."]
     if not ranked:
-        return [f"Nothing stands out: none of the {tested} differences, drivers and changes tested is larger than "
-                f"chance (false discovery rate {fdr:.0%})."] if tested else []
-    sentences = [f.sentence[0].upper() + f.sentence[1:] for f in ranked[:HEADLINE]]
+        return [f"Nothing stands out: none of the {tested} drivers, differences and changes tested is larger than "
+                f"chance (false discovery rate {fdr:.0%})."]
+    sentences = [f.sentence for f in ranked[:HEADLINE]]  # they start with a field's name: its case is kept
     more = len(ranked) - HEADLINE
     if more > 0:
         sentences.append(f"{more} more significant {'finding is' if more == 1 else 'findings are'} in the findings "
@@ -289,9 +291,9 @@ def cluster_finding(target: str, k: int, silhouette: float, rows: int, min_silho
     separated = silhouette >= min_silhouette
     estimate = Estimate(silhouette, "silhouette (cosine)", None, None, None, rows, 0.0, "threshold")
     if separated:
-        claim = (f"discovery found {k} separated groups of similar rows among {rows} (silhouette {silhouette:.2f}, "
+        claim = (f"Discovery found {k} separated groups of similar rows among {rows} (silhouette {silhouette:.2f}, "
                  f"at least {min_silhouette:.2f}): {names}.")
     else:
-        claim = (f"no clear groups among {rows} rows: the best split into {k} has silhouette {silhouette:.2f}, "
+        claim = (f"No clear groups among {rows} rows: the best split into {k} has silhouette {silhouette:.2f}, "
                  f"below {min_silhouette:.2f}.")
     return Finding("cluster", "clusters", target, estimate, claim, tested=False, significant=separated)

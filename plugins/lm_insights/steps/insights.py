@@ -1,7 +1,9 @@
-"""Insights: join what the LM said back onto the source rows, then measure segments, drivers and a summary.
+"""Insights: join what the LM said back onto the source rows, then measure segments, drivers, findings and a summary.
 
-Everything is computed inside PostgreSQL from the staging tables (memory does not grow with the partition);
-the summary is a paragraph assembled from those figures only, with no text generation.
+Aggregates are computed inside PostgreSQL from the staging tables (memory does not grow with the partition); the
+statistics on top of them (lm_insights.core.statistics) and the decision which findings are significant
+(lm_insights.explain.findings) run on those aggregates. The summary is assembled from the findings only, with no
+text generation.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 from psycopg import sql
 
@@ -17,9 +18,12 @@ from lm_insights.core.cache import CacheKey, cache_table
 from lm_insights.core.partition import (STAGING_SCHEMA, Partition, replace_staging_table, staging_name,
                                         staging_table)
 from lm_insights.core.sql_expressions import UNKNOWN_SEGMENT, finite, is_numeric, segment_expressions
+from lm_insights.core.statistics import Groups
 from lm_insights.core.texts import lm_texts
-from lm_insights.explain.changes import changes_summary
-from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, clusters_summary
+from lm_insights.explain import findings
+from lm_insights.explain.changes import change_candidates, changes_summary
+from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, cluster_candidates
+from lm_insights.explain.findings import Finding
 from lm_insights.explain.rules import build_rules, rules_summary
 from lm_insights.explain.similar import ensure_similarity_index
 from lm_insights.explain.words import create_explanations_table
@@ -31,20 +35,12 @@ from lm_insights.spec import PipelineSpec
 log = logging.getLogger(__name__)
 
 MAX_CATEGORIES = 20  # a text column with more distinct values is free text, not a categorical driver
-MIN_GROUP_ROWS = 5  # a categorical value needs this many rows to be named as the one with the highest target
 
 
 class InferenceIncomplete(RuntimeError):
     """Some texts have no cached LM result: an infer shard did not finish."""
 
 
-@dataclass(frozen=True)
-class Driver:
-    field: str
-    importance: float  # |Pearson r| for numeric fields, eta squared for categorical ones
-    direction: str  # how the target moves as the field grows, or which value has the highest target mean
-    method: str
-    n: int
 
 
 def label_columns(spec: PipelineSpec) -> list[sql.Composable]:
@@ -159,87 +155,156 @@ def build_segments(spec: PipelineSpec, conn, partition: Partition, clustered: bo
     ).format(target=target, union=sql.SQL(" union all ").join(selects)), {"partition_start": partition.start})
 
 
-def numeric_driver(conn, rows: sql.Composable, field: str, target: str) -> Driver | None:
+DRIVER_COLUMNS = ("partition_start", "target", "field", "importance", "direction", "method", "n", "correlation",
+                  "ci_low", "ci_high", "p_value", "q_value", "significant")
+
+
+def driver_fields(spec: PipelineSpec, conn, partition: Partition) -> dict[str, str]:
+    """Candidate drivers of the target and their types: the source columns in staging ``rows`` but the key, the
+    partition column, the target and the spec's outcomes.
+
+    What the model derived from a row (labels, heads, clusters, attributions) is not a driver: it is computed from
+    the row's own text, and a label set's relation to the target is tested as segment findings instead, each value
+    against the rest with its own interval (eight clusters over forty rows "explain" 18% of any target by chance).
+    """
+    types = db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "rows"))
+    skip = {*spec.source.key, spec.source.partition_column, spec.target, *spec.insights.outcomes}
+    return {f: types[f] for f in spec.row_columns if f in types and f not in skip and types[f] != "boolean"}
+
+
+def numeric_driver(conn, rows: sql.Composable, field: str, target: str) -> Finding | None:
     r, n = conn.execute(sql.SQL("select corr({x}, {y}), count(*) filter (where {x} is not null and {y} is not null) "
                                 "from {rows}").format(x=finite(sql.Identifier(field)), y=finite(sql.Identifier(target)),
                                                       rows=rows)).fetchone()
-    if r is None or not math.isfinite(r):
+    if r is None or not math.isfinite(r) or n < 3:
         return None
-    direction = f"{target} rises as {field} rises" if r > 0 else f"{target} falls as {field} rises"
-    return Driver(field, abs(r), direction, f"pearson r = {r:+.3f}", n)
+    return findings.numeric_driver(field, target, float(r), int(n))
 
 
-def categorical_driver(conn, rows: sql.Composable, field: str, target: str) -> Driver | None:
-    """Correlation ratio (eta squared): the share of the target's variance explained by the field's values."""
-    eta2, top, n, groups = conn.execute(sql.SQL(
-        "with g as (select {x} as v, count(*) as n, avg({y})::float8 as m from {rows} "
-        "where {x} is not null and {y} is not null group by 1), "
-        "t as (select avg({y})::float8 as m, var_pop({y})::float8 * count({y}) as ss from {rows} "
-        "where {x} is not null and {y} is not null) "
-        "select sum(g.n * (g.m - t.m) ^ 2) / nullif(t.ss, 0), "
-        "(select v::text from g where n >= %(min_rows)s order by m desc limit 1), "
-        "sum(g.n), count(*) from g, t group by t.ss"
-    ).format(x=sql.Identifier(field), y=finite(sql.Identifier(target)), rows=rows),
-        {"min_rows": MIN_GROUP_ROWS}).fetchone() or (None, None, 0, 0)
-    if eta2 is None or top is None or groups < 2 or groups > MAX_CATEGORIES or groups > n / 2:
+def target_groups(conn, rows: sql.Composable, value: sql.Composable, target: str,
+                  where: sql.Composable = sql.SQL("true")) -> tuple[list[str], Groups]:
+    """Per value of ``value`` (rows where it and the target are present): count, mean and sample variance."""
+    found = conn.execute(sql.SQL(
+        "select {v}::text, count(*), avg({y})::float8, coalesce(var_samp({y})::float8, 0) from {rows} "
+        "where {v} is not null and {y} is not null and {where} group by 1 order by 1"
+    ).format(v=value, y=finite(sql.Identifier(target)), rows=rows, where=where)).fetchall()
+    return [f[0] for f in found], Groups([f[1] for f in found], [f[2] for f in found], [f[3] for f in found])
+
+
+def categorical_driver(conn, rows: sql.Composable, field: str, target: str, min_group_rows: int) -> Finding | None:
+    values, groups = target_groups(conn, rows, sql.Identifier(field), target)
+    if len(values) > MAX_CATEGORIES or len(values) > groups.n / 2:  # free text, or nearly one row per value
         return None
-    return Driver(field, float(eta2), f"highest {target} when {field} = {top}", "eta squared", int(n))
+    return findings.categorical_driver(field, target, values, groups, min_group_rows)
 
 
-def measure_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driver]:
-    """Importance and direction of each source column and LM label for the spec's target metric."""
+def correlations(conn, rows: sql.Composable, columns: list[str]) -> tuple[dict[tuple[str, str], float], int]:
+    """Pairwise Pearson r of ``columns`` over the rows where all of them are present, and that n."""
+    present = sql.SQL(" and ").join(sql.SQL("{} is not null").format(finite(sql.Identifier(c))) for c in columns)
+    pairs = [(a, b) for i, a in enumerate(columns) for b in columns[i + 1:]]
+    found = conn.execute(sql.SQL("select count(*), {corrs} from {rows} where {present}").format(
+        corrs=sql.SQL(", ").join(sql.SQL("corr({}, {})").format(finite(sql.Identifier(a)), finite(sql.Identifier(b)))
+                                 for a, b in pairs), rows=rows, present=present)).fetchone()
+    return {pair: r for pair, r in zip(pairs, found[1:])}, found[0]
+
+
+def controlled_drivers(spec: PipelineSpec, conn, rows: sql.Composable, drivers: list[Finding]) -> list[Finding]:
+    """For the two strongest numeric drivers: does each still explain the target with the other held fixed?"""
+    numeric = sorted((d for d in drivers if d.estimate.effect_measure == "r squared"),
+                     key=lambda d: -d.estimate.variance_share)[:2]
+    if len(numeric) < 2:
+        return []
+    x, z = numeric[0].subject, numeric[1].subject
+    r, n = correlations(conn, rows, [x, z, spec.target])
+    r_xy, r_xz, r_zy = r[(x, spec.target)], r[(x, z)], r[(z, spec.target)]
+    if None in (r_xy, r_xz, r_zy) or n < 5 or abs(r_xz) >= 1 - 1e-12:
+        return []
+    return [findings.controlled_driver(x, z, spec.target, r_xy, r_xz, r_zy, n),
+            findings.controlled_driver(z, x, spec.target, r_zy, r_xz, r_xy, n)]
+
+
+def driver_candidates(spec: PipelineSpec, conn, partition: Partition) -> list[Finding]:
+    """Every source column's effect on the target (r squared or omega squared), and the top numeric pair each
+    with the other held fixed."""
     rows = staging_table(spec, partition, "rows")
-    types = db.table_columns(conn, STAGING_SCHEMA, staging_name(spec, partition, "rows"))
-    # Other metrics are outcomes like the target (revenue = price x units), not factors that drive it.
-    skip = {*spec.source.key, spec.source.partition_column, *spec.insights.metrics, "_row_number",
-            "partition_start", "text", "text_sha256", "n_tokens", "cluster"}
-    # A head trained to predict the target explains it by construction: it is measured in <pipeline>_quality.
-    skip |= {f"{name}_label" for name, head in spec.lm.heads.items() if head.target == spec.target}
     drivers = []
-    for field, type_name in types.items():
-        if (field in skip or type_name == "boolean"
-                or field.endswith(("_score", "_margin", "_entropy", "_top_field", "_top_effect", *output_suffixes()))):
-            continue
-        measure = numeric_driver if is_numeric(type_name) else categorical_driver
-        driver = measure(conn, rows, field, spec.target)
+    for field, type_name in driver_fields(spec, conn, partition).items():
+        if is_numeric(type_name):
+            driver = numeric_driver(conn, rows, field, spec.target)
+        else:
+            driver = categorical_driver(conn, rows, field, spec.target, spec.insights.min_group_rows)
         if driver:
             drivers.append(driver)
-    return sorted(drivers, key=lambda d: d.importance, reverse=True)
+    return drivers + controlled_drivers(spec, conn, rows, drivers)
 
 
-def build_drivers(spec: PipelineSpec, conn, partition: Partition) -> list[Driver]:
-    drivers = measure_drivers(spec, conn, partition)
+def segment_candidates(spec: PipelineSpec, conn, partition: Partition) -> list[Finding]:
+    """Each segment value's target mean against the other rows', from staging ``segments``."""
+    found = conn.execute(sql.SQL(
+        "select segment, segment_value, row_count, mean, coalesce(variance, 0) from {} "
+        "where metric = %s and row_count > 0 order by segment, segment_order, segment_value").format(
+        staging_table(spec, partition, "segments")), (spec.target,)).fetchall()
+    by_segment: dict[str, list[tuple]] = {}
+    for segment, *figures in found:
+        by_segment.setdefault(segment, []).append(figures)
+    candidates = []
+    for segment, values in by_segment.items():
+        if segment == CLUSTER_SEGMENT:  # clusters are told as separated groups or not at all (cluster_candidates)
+            continue
+        groups = Groups([v[1] for v in values], [v[2] for v in values], [v[3] for v in values])
+        candidates += findings.segment_findings(segment.split(":", 1)[-1], spec.target, [v[0] for v in values],
+                                                groups, spec.insights.min_group_rows)
+    return candidates
+
+
+def build_drivers(spec: PipelineSpec, conn, partition: Partition, decided: list[Finding]) -> list[Finding]:
+    """Staging ``drivers``: each source column's decided driver finding (controlled pairs stay in findings)."""
+    drivers = sorted((f for f in decided if f.kind == "driver" and " | " not in f.subject),
+                     key=lambda f: (-f.estimate.variance_share, f.subject))
     target = staging_table(spec, partition, "drivers")
     conn.execute(sql.SQL("drop table if exists {}").format(target))
     conn.execute(sql.SQL(
         "create table {} (partition_start timestamptz not null, target text not null, field text not null, "
-        "importance double precision not null, direction text not null, method text not null, n bigint not null)"
-    ).format(target))
-    db.copy_rows(conn, target, ["partition_start", "target", "field", "importance", "direction", "method", "n"],
-                 ((partition.start, spec.target, d.field, d.importance, d.direction, d.method, d.n) for d in drivers))
+        "importance double precision not null, direction text not null, method text not null, n bigint not null, "
+        "correlation double precision, ci_low double precision, ci_high double precision, "
+        "p_value double precision, q_value double precision, significant boolean not null)").format(target))
+    db.copy_rows(conn, target, list(DRIVER_COLUMNS), (
+        (partition.start, spec.target, d.subject, d.estimate.variance_share, d.direction, driver_method(d),
+         d.estimate.n, d.correlation, d.estimate.ci_low, d.estimate.ci_high, d.estimate.p_value, d.q_value,
+         d.significant) for d in drivers))
     return drivers
 
 
-def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driver], rejected: int) -> str:
-    """One paragraph of plain language built from the partition's figures."""
+def driver_method(driver: Finding) -> str:
+    if driver.correlation is not None:
+        return f"pearson r = {driver.correlation:+.3f}"
+    return driver.estimate.effect_measure
+
+
+def build_findings(spec: PipelineSpec, conn, partition: Partition, decided: list[Finding]) -> None:
+    """Staging ``findings``: every candidate with its figures, q-value, significance and rank."""
+    target = staging_table(spec, partition, "findings")
+    conn.execute(sql.SQL("drop table if exists {}").format(target))
+    conn.execute(sql.SQL(
+        "create table {} (partition_start timestamptz not null, kind text not null, subject text not null, "
+        "target text not null, effect double precision not null, effect_measure text not null, "
+        "ci_low double precision, ci_high double precision, p_value double precision, q_value double precision, "
+        "n bigint not null, significant boolean not null, rank integer, sentence text not null)").format(target))
+    db.copy_rows(conn, target, list(findings.FINDING_COLUMNS), findings.finding_rows(partition.start, decided))
+
+
+def summarize(spec: PipelineSpec, conn, partition: Partition, decided: list[Finding], rejected: int) -> list[str]:
+    """The summary's opening: rows analysed, the headline findings (or "nothing stands out"), and what each label
+    set's labels rest on."""
     rows = staging_table(spec, partition, "rows")
     analysed, truncated = conn.execute(
         sql.SQL("select count(*), count(*) filter (where truncated) from {}").format(rows)).fetchone()
     parts = [f"{spec.name} for {partition.describe()}: {analysed} rows analysed, {rejected} rejected by validation"
              + (f", {truncated} {'text' if truncated == 1 else 'texts'} truncated to the model's maximum length."
                 if truncated else ".")]
-    segments = conn.execute(sql.SQL(
-        "select segment, segment_value, row_count, mean, variance from {} where metric = %s "
-        "order by segment, segment_order, segment_value").format(staging_table(spec, partition, "segments")),
-        (spec.target,)).fetchall()
-    by_segment: dict[str, list[str]] = {}
-    for segment, value, count, mean, variance in segments:
-        if count:
-            spread = f", variance {variance:.1f}" if variance is not None else ""
-            by_segment.setdefault(segment, []).append(
-                f"{value}: {count} {'row' if count == 1 else 'rows'}, mean {mean:.1f}{spread}")
-    for segment, items in by_segment.items():
-        parts.append(f"{spec.target} by {segment.split(':', 1)[-1]} — " + "; ".join(items) + ".")
+    tested = sum(1 for f in decided if f.tested and f.q_value is not None)
+    parts += findings.headline([f for f in decided if f.kind != "cluster"], tested, spec.insights.fdr,
+                               spec.insights.min_group_rows)
     if spec.lm.attributions:
         for name in spec.lm.label_sets:
             field, share = conn.execute(sql.SQL(
@@ -249,13 +314,20 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, drivers: list[Driv
             if field:
                 parts.append(f"The {name} label rests mostly on {field} (the most influential field in "
                              f"{share:.0%} of rows).")
-    if drivers:
-        top = drivers[0]
-        parts.append(f"Strongest driver of {spec.target}: {top.field} ({top.method}, n = {top.n}); {top.direction}.")
-        numeric = [d for d in drivers[1:] if d.method.startswith("pearson")][:2]
-        for d in numeric:
-            parts.append(f"Also {d.direction} ({d.method}).")
-    return " ".join(parts)
+    return parts
+
+
+def decide_findings(spec: PipelineSpec, conn, partition: Partition, discovery, analysed: int):
+    """Every candidate of the partition (drivers, segments, changes, clusters) decided in one family; returns the
+    previous partition's start (or None) and the decided findings."""
+    drivers = driver_candidates(spec, conn, partition)
+    previous, changes = change_candidates(spec, conn, partition, drivers)
+    candidates = [*drivers, *segment_candidates(spec, conn, partition), *changes,
+                  *cluster_candidates(spec, discovery, analysed)]
+    minimum = spec.insights.min_effect
+    thresholds = findings.Thresholds(spec.insights.fdr, minimum.variance_share, minimum.relative_difference,
+                                     minimum.proportion_difference)
+    return previous, findings.decide(candidates, thresholds)
 
 
 def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key: CacheKey,
@@ -271,14 +343,16 @@ def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key:
         ensure_similarity_index(spec, conn, key)
         timings = {"explain_clusters": round(time.monotonic() - started, 3)}
         build_segments(spec, conn, partition, clustered=discovery is not None)
-        drivers = build_drivers(spec, conn, partition)
+        previous, decided = decide_findings(spec, conn, partition, discovery, analysed)
+        drivers = build_drivers(spec, conn, partition, decided)
+        build_findings(spec, conn, partition, decided)
         started = time.monotonic()
         rule_sets = build_rules(spec, conn, partition)
         timings["explain_rules"] = round(time.monotonic() - started, 3)
         create_explanations_table(spec, conn, partition)  # filled by explain.words.explain_partition
-        summary = " ".join([summarize(spec, conn, partition, drivers, rejected),
-                            *changes_summary(spec, conn, partition),
-                            *clusters_summary(discovery, analysed),
+        summary = " ".join([*summarize(spec, conn, partition, decided, rejected),
+                            *changes_summary(previous, decided),
+                            *(f.sentence for f in decided if f.kind == "cluster"),
                             *rules_summary(rule_sets, spec.explain.rules.min_fidelity)])
         if spec.lm.heads:
             measured = head_quality.build_quality(spec, conn, partition, heads or {})
@@ -290,5 +364,5 @@ def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key:
                      .format(target))
         conn.execute(sql.SQL("insert into {} values (%s, %s)").format(target), (partition.start, summary))
     log.info("%s", summary)
-    return {"rows": analysed, "drivers": len(drivers), "rules": sum(len(r.rules) for r in rule_sets),
+    return {"rows": analysed, "drivers": len(drivers), "findings": sum(f.significant for f in decided), "rules": sum(len(r.rules) for r in rule_sets),
             "summary": summary, "quality": quality, "timings": timings}
