@@ -387,11 +387,32 @@ def check_findings(spec, rows: pd.DataFrame, findings: pd.DataFrame, drivers: pd
         assert f["sentence"].startswith("uncertain: ") != bool(f["significant"]) or f["kind"] == "cluster"
     ranks = sorted(int(r) for r in findings["rank"].dropna())
     assert ranks == list(range(1, int(findings["significant"].sum()) + 1)), ranks
+    plain = findings[findings["rank"].notna() & (findings["kind"] != "cluster")
+                     & ~findings["subject"].str.contains(" | ", regex=False)]
+    by_rank = plain.sort_values("rank")
+    families = list(dict.fromkeys(family(f) for _, f in by_rank.iterrows()))
+    for name in families:  # a family's findings are ranked together, its driver (if significant) first
+        members = [f for _, f in by_rank.iterrows() if family(f) == name]
+        kinds = [f["kind"] for f in members]
+        assert "driver" not in kinds or kinds[0] == "driver", (name, kinds)
+        ranks = [int(f["rank"]) for f in members]
+        assert ranks == list(range(ranks[0], ranks[0] + len(ranks))), (name, ranks)  # one block of ranks
+
+
+def family(finding) -> str:
+    """A segment finding belongs with the driver of the column it is cut by ("price = [0, 150)" with price)."""
+    return finding["subject"].split(" = ", 1)[0] if finding["kind"] == "segment" else finding["subject"]
 
 
 def headline_sentences(findings: pd.DataFrame) -> list[str]:
+    """The sentences the summary leads with: by rank, the first of each family, at most 3."""
     ranked = findings[findings["rank"].notna() & (findings["kind"] != "cluster")].sort_values("rank")
-    return list(ranked["sentence"][:3])
+    sentences, told = [], set()
+    for _, f in ranked.iterrows():
+        if family(f) not in told and len(sentences) < 3:
+            sentences.append(f["sentence"])
+            told.add(family(f))
+    return sentences
 
 
 # ---------------------------------------------------------------------------------------------------- summary
@@ -452,7 +473,7 @@ def check_summary(spec, partition, summary: str, rows: pd.DataFrame, rejected: i
     assert after.startswith(" ".join(headline)), (headline, summary)
     if headline:
         ranked = int((findings["rank"].notna() & (findings["kind"] != "cluster")).sum())
-        assert ("No other difference is larger than chance." in summary) == (ranked <= 3), summary
+        assert ("No other difference is larger than chance." in summary) == (ranked == len(headline)), summary
     else:
         assert "Nothing stands out: " in summary, summary
     clusters = rows["cluster_name"].dropna().unique() if "cluster_name" in rows else ()

@@ -38,6 +38,9 @@ def test_demo_partition_figures_match_the_oracle(warehouse_conninfo, pipeline):
         assert "price" in published
         price = tables["drivers"].set_index("field").loc["price"]
         assert price["direction"] == "units falls as price rises"
+        first = tables["findings"].sort_values("rank").iloc[0]  # the summary leads with it (check_summary)
+        assert (first["kind"], first["subject"], first["rank"]) == ("driver", "price", 1), tables["findings"]
+        assert "revenue" not in published, "revenue = price x units is an outcome of units, not a driver"
     else:  # what the model read from the text is tested per label, each against the other rows, not as a driver
         assert not {f for f in published if f.endswith(("_label", "cluster", "cluster_name"))}, published
 

@@ -194,6 +194,8 @@ def rest_of(groups: Groups, index: int) -> tuple[int, float, float]:
     n1, m1 = counts[index], means[index]
     v1 = variances[index] if n1 > 1 else 0.0
     n2 = n - n1
+    if n2 < 1:
+        raise ValueError("the group holds every row: there is no rest to compare it with")
     m2 = (n * grand - n1 * m1) / n2
     # total SS = within group 1 + within the rest + n1 (m1 - grand)^2 + n2 (m2 - grand)^2
     within_rest = between + within - (n1 - 1) * v1 - n1 * (m1 - grand) ** 2 - n2 * (m2 - grand) ** 2

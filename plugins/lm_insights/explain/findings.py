@@ -34,6 +34,12 @@ class Finding:
     claim: str  # plain words of the claim with its figures, without the "uncertain" prefix
     direction: str = ""  # a driver's: how the target moves as it grows, or its value with the highest target
     correlation: float | None = None  # a numeric driver's signed Pearson r
+    about: str = ""  # the column a segment is cut by (its tiers' column, its label column); else the subject
+
+    @property
+    def family(self) -> str:
+        """What the finding is about: a driver and the segments cut by the same column are one family."""
+        return self.about or self.subject
     min_rows_met: bool = True  # every compared group has insights.min_group_rows rows
     tested: bool = True  # counted in the Benjamini-Hochberg family (a cluster's silhouette is a threshold)
     q_value: float | None = None
@@ -68,7 +74,11 @@ def controlled(finding: Finding) -> bool:
 
 
 def decide(candidates: Sequence[Finding], thresholds: Thresholds) -> list[Finding]:
-    """q-values over the tested candidates, the significant flag, and ranks 1.. among the significant ones."""
+    """q-values over the tested candidates, the significant flag, and ranks 1.. among the significant ones.
+
+    Ranks go by family (a driver with the segments cut by its column), strongest family first, the driver first
+    within its family: "price explains 27%" comes before "units are 169% higher in price = [0, 150)", though the
+    split explains more than the straight line, as both are about the price."""
     tested = [i for i, c in enumerate(candidates) if c.tested and c.min_rows_met]
     q_values = dict(zip(tested, benjamini_hochberg([candidates[i].estimate.p_value for i in tested])))
     decided = []
@@ -79,9 +89,17 @@ def decide(candidates: Sequence[Finding], thresholds: Thresholds) -> list[Findin
         else:
             significant = c.significant
         decided.append(replace(c, q_value=q, significant=significant, rank=None))
-    order = sorted((i for i, f in enumerate(decided) if f.significant),
-                   key=lambda i: (decided[i].kind == "cluster", controlled(decided[i]), -decided[i].estimate.variance_share,
-                                  decided[i].estimate.p_value or 0.0, decided[i].subject))
+    strongest: dict[str, float] = {}
+    for f in decided:
+        if f.significant:
+            strongest[f.family] = max(strongest.get(f.family, 0.0), f.estimate.variance_share)
+
+    def order_key(i: int):
+        f = decided[i]
+        return (f.kind == "cluster", controlled(f), -strongest[f.family], f.family, f.kind != "driver",
+                -f.estimate.variance_share, f.estimate.p_value or 0.0, f.subject)
+
+    order = sorted((i for i, f in enumerate(decided) if f.significant), key=order_key)
     for rank, i in enumerate(order, start=1):
         decided[i] = replace(decided[i], rank=rank)
     return decided
@@ -134,13 +152,18 @@ def headline(findings: Sequence[Finding], tested: int, fdr: float, min_group_row
     """At most HEADLINE significant findings' sentences, strongest first; then whether anything else is larger
     than chance; "Nothing stands out" when nothing is."""
     ranked = sorted((f for f in findings if f.rank is not None), key=lambda f: f.rank)
+    headlined, told = [], set()
+    for f in ranked:  # one sentence per family: the others are details of the same column
+        if f.family not in told and len(headlined) < HEADLINE:
+            headlined.append(f)
+            told.add(f.family)
     if not ranked and not tested:
         return [f"Nothing stands out: nothing had enough rows to be tested (groups need {min_group_rows} rows)."]
     if not ranked:
         return [f"Nothing stands out: none of the {tested} drivers, differences and changes tested is larger than "
                 f"chance (false discovery rate {fdr:.0%})."]
-    sentences = [f.sentence for f in ranked[:HEADLINE]]  # they start with a field's name: its case is kept
-    more = len(ranked) - HEADLINE
+    sentences = [f.sentence for f in headlined]  # they start with a field's name: its case is kept
+    more = len(ranked) - len(headlined)
     if more > 0:
         sentences.append(f"{more} more significant {'finding is' if more == 1 else 'findings are'} in the findings "
                          "table.")
@@ -191,7 +214,8 @@ def controlled_driver(field: str, other: str, target: str, r_xy: float, r_xz: fl
     return Finding("driver", f"{field} | {other}", target, estimate, claim)
 
 
-def segment_findings(segment: str, target: str, values: Sequence[str], groups, min_group_rows: int) -> list[Finding]:
+def segment_findings(segment: str, target: str, values: Sequence[str], groups, min_group_rows: int,
+                     about: str = "") -> list[Finding]:
     """Each value of a segment against all other rows (Welch); values or rests under ``min_group_rows`` rows are
     listed untested."""
     from lm_insights.core.statistics import group_against_rest
@@ -204,7 +228,8 @@ def segment_findings(segment: str, target: str, values: Sequence[str], groups, m
         n_group = groups.counts[i]
         if min(n_group, n - n_group) < max(min_group_rows, 2):
             continue
-        findings.append(segment_finding(segment, value, target, group_against_rest(groups, i), n_group, True))
+        findings.append(replace(segment_finding(segment, value, target, group_against_rest(groups, i), n_group, True),
+                                about=about or segment))
     return findings
 
 
@@ -238,6 +263,8 @@ def segment_changes(segment: str, target: str, now: dict[str, int], groups_now, 
     findings = []
     for value in sorted(set(now) & set(before)):
         i, j = now[value], before[value]
+        if min(groups_now.n - groups_now.counts[i], groups_before.n - groups_before.counts[j]) < max(min_group_rows, 2):
+            continue  # no rest (or too small a rest) to compare the change with
         group_now, group_before = side(groups_now, i), side(groups_before, j)
         rest_now, rest_before = rest_of(groups_now, i), rest_of(groups_before, j)
         if min(group_now[0], group_before[0], rest_now[0], rest_before[0]) < max(min_group_rows, 2) \
