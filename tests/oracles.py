@@ -330,7 +330,8 @@ def expected_driver_fields(spec, rows: pd.DataFrame) -> list[str]:
         values = rows[field].dropna()
         if len(values) and all(isinstance(v, int | float | decimal.Decimal) and not isinstance(v, bool)
                                for v in values):
-            if pearson(rows, field, spec.target)[0] is not None:
+            r, n = pearson(rows, field, spec.target)
+            if r is not None and n >= 3:  # two points always lie on a line: no test
                 measurable.append(field)
         else:
             eta2, n, groups = eta_squared(rows, field, spec.target)
