@@ -366,12 +366,14 @@ def check_findings(spec, rows: pd.DataFrame, findings: pd.DataFrame, drivers: pd
             segment, value = f["subject"].split(" = ", 1)
             column = next(s for s in spec.insights.segments if s.name.split(":", 1)[-1] == segment)
             if column.by_tiers:
-                names = pd.Series([tier_of(v, column.by_tiers.edges)[0] for v in as_float(rows[column.by_tiers.column])])
+                numbers = as_float(rows[column.by_tiers.column])
+                names = pd.Series([tier_of(v, column.by_tiers.edges)[0] for v in numbers])
             else:
                 source = column.by_column or f"{column.by_label}_label"
                 names = rows[source].map(lambda v: UNKNOWN if v is None else str(v))
             y = as_float(rows[spec.target])
-            inside, rest = y[(names == value).to_numpy() & y.notna().to_numpy()], y[(names != value).to_numpy() & y.notna().to_numpy()]
+            present = y.notna().to_numpy()
+            inside, rest = y[(names == value).to_numpy() & present], y[(names != value).to_numpy() & present]
             assert min(len(inside), len(rest)) >= spec.insights.min_group_rows, f["subject"]
             assert math.isclose(stats.ttest_ind(inside, rest, equal_var=False).pvalue, f["p_value"], rel_tol=1e-6,
                                 abs_tol=1e-300), f["subject"]
@@ -421,8 +423,9 @@ def headline_sentences(findings: pd.DataFrame) -> list[str]:
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?%?")
 
 
-EXPLAIN_SENTENCE = re.compile(r"(No significant change since |Significant changes since |Discovery found |No clear groups |"
-                              r"Rules that reproduce |No shallow rules reproduce |Nothing stands out|No other difference|"
+EXPLAIN_SENTENCE = re.compile(r"(No significant change since |Significant changes since |Discovery found |"
+                              r"No clear groups |Rules that reproduce |No shallow rules reproduce |Nothing stands out|"
+                              r"No other difference|"
                               r"\d+ more significant finding)")
 
 

@@ -534,7 +534,8 @@ class PipelineSpec(_Strict):
     def _no_duplicates(self) -> None:
         for path, names in (("source.columns", self.source.columns), ("source.key", self.source.key),
                             ("text.columns", self.text.columns), ("insights.metrics", self.insights.metrics),
-                            ("insights.keep_columns", self.insights.keep_columns), ("insights.outcomes", self.insights.outcomes)):
+                            ("insights.keep_columns", self.insights.keep_columns),
+                            ("insights.outcomes", self.insights.outcomes)):
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 raise ValueError(f"{path}: {repeated} listed twice")

@@ -159,7 +159,8 @@ def test_small_groups_are_not_tested_and_never_named():
     # the 4 rows would have been a "finding": far above the rest, with an ANOVA that includes them
     from lm_insights.core.statistics import one_way_anova
 
-    values, groups = groups_of(*(lambda t: (t["region"], t["amount"]))(table(np.random.default_rng(0), tiny_group=True)))
+    planted = table(np.random.default_rng(0), tiny_group=True)
+    values, groups = groups_of(planted["region"], planted["amount"])
     assert one_way_anova(groups).p_value < 0.05
 
 

@@ -12,7 +12,8 @@ from lm_insights.core import statistics as S
 
 
 def groups_of(parts) -> S.Groups:
-    return S.Groups([len(p) for p in parts], [float(np.mean(p)) for p in parts], [float(np.var(p, ddof=1)) for p in parts])
+    return S.Groups([len(p) for p in parts], [float(np.mean(p)) for p in parts],
+                    [float(np.var(p, ddof=1)) for p in parts])
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -223,7 +223,8 @@ def difference_in_changes(group_now: tuple[int, float, float], group_before: tup
         raise ValueError("a relative change needs a mean other than 0 before")
     (na, ma, va), (nb, mb, vb), (nc, mc, vc), (nd, md, vd) = parts
     ratio_group, ratio_rest = ma / mb, mc / md
-    terms = [va / na / mb ** 2, ratio_group ** 2 * vb / nb / mb ** 2, vc / nc / md ** 2, ratio_rest ** 2 * vd / nd / md ** 2]
+    terms = [va / na / mb ** 2, ratio_group ** 2 * vb / nb / mb ** 2,
+             vc / nc / md ** 2, ratio_rest ** 2 * vd / nd / md ** 2]
     diff = ratio_group - ratio_rest
     se = math.sqrt(sum(terms))
     df = sum(terms) ** 2 / sum(t * t / (n - 1) for t, (n, _, _) in zip(terms, parts) if t) if se else nc + nd - 2.0

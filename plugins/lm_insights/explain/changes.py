@@ -49,11 +49,14 @@ def overall_change(spec: PipelineSpec, conn, partition: Partition, previous, day
     return [change] if change else []
 
 
-def _segment_groups(conn, table: sql.Composable, target: str, where: sql.Composable, params) -> dict:
-    """segment -> ({value: index}, Groups) of the target's per-value aggregates in a segments table."""
+def segment_groups(conn, table: sql.Composable, target: str, where: sql.Composable = sql.SQL("true"),
+                   params=()) -> dict:
+    """segment -> ({value: index}, Groups) of the target's per-value aggregates in a segments table (values with
+    rows only)."""
     found = conn.execute(sql.SQL(
         "select segment, segment_value, row_count, mean, coalesce(variance, 0) from {} where metric = %s "
-        "and row_count > 0 and {} order by segment, segment_value").format(table, where), (target, *params)).fetchall()
+        "and row_count > 0 and {} order by segment, segment_order, segment_value").format(table, where),
+        (target, *params)).fetchall()
     by_segment: dict[str, list[tuple]] = {}
     for segment, *figures in found:
         by_segment.setdefault(segment, []).append(figures)
@@ -64,8 +67,8 @@ def _segment_groups(conn, table: sql.Composable, target: str, where: sql.Composa
 
 def segment_changes(spec: PipelineSpec, conn, partition: Partition, previous, day: str) -> list[Finding]:
     """Per segment value: did the target's mean move more than in the other rows?"""
-    now = _segment_groups(conn, staging_table(spec, partition, "segments"), spec.target, sql.SQL("true"), ())
-    before = _segment_groups(conn, db.qualified(spec.sink.schema_, f"{spec.name}_segments"), spec.target,
+    now = segment_groups(conn, staging_table(spec, partition, "segments"), spec.target)
+    before = segment_groups(conn, db.qualified(spec.sink.schema_, f"{spec.name}_segments"), spec.target,
                              sql.SQL("partition_start = %s"), (previous,))
     changes = []
     for segment in sorted(set(now) & set(before) - {CLUSTER_SEGMENT}):  # a day's clusters are its own

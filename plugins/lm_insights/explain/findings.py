@@ -181,7 +181,8 @@ def numeric_driver(field: str, target: str, r: float, n: int) -> Finding:
 
     estimate = correlation(r, n)
     direction = f"{target} {'rises' if r > 0 else 'falls'} as {field} rises"
-    return Finding("driver", field, target, estimate, driver_claim(field, target, estimate, f"{direction} (r = {r:+.2f})"),
+    claim = driver_claim(field, target, estimate, f"{direction} (r = {r:+.2f})")
+    return Finding("driver", field, target, estimate, claim,
                    direction=direction, correlation=r)
 
 

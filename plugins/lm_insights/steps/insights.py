@@ -21,7 +21,7 @@ from lm_insights.core.sql_expressions import UNKNOWN_SEGMENT, finite, is_numeric
 from lm_insights.core.statistics import Groups
 from lm_insights.core.texts import lm_texts
 from lm_insights.explain import findings
-from lm_insights.explain.changes import change_candidates, changes_summary
+from lm_insights.explain.changes import change_candidates, changes_summary, segment_groups
 from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, cluster_candidates
 from lm_insights.explain.findings import Finding
 from lm_insights.explain.rules import build_rules, rules_summary
@@ -181,13 +181,12 @@ def numeric_driver(conn, rows: sql.Composable, field: str, target: str) -> Findi
     return findings.numeric_driver(field, target, float(r), int(n))
 
 
-def target_groups(conn, rows: sql.Composable, value: sql.Composable, target: str,
-                  where: sql.Composable = sql.SQL("true")) -> tuple[list[str], Groups]:
+def target_groups(conn, rows: sql.Composable, value: sql.Composable, target: str) -> tuple[list[str], Groups]:
     """Per value of ``value`` (rows where it and the target are present): count, mean and sample variance."""
     found = conn.execute(sql.SQL(
         "select {v}::text, count(*), avg({y})::float8, coalesce(var_samp({y})::float8, 0) from {rows} "
-        "where {v} is not null and {y} is not null and {where} group by 1 order by 1"
-    ).format(v=value, y=finite(sql.Identifier(target)), rows=rows, where=where)).fetchall()
+        "where {v} is not null and {y} is not null group by 1 order by 1"
+    ).format(v=value, y=finite(sql.Identifier(target)), rows=rows)).fetchall()
     return [f[0] for f in found], Groups([f[1] for f in found], [f[2] for f in found], [f[3] for f in found])
 
 
@@ -240,20 +239,13 @@ def driver_candidates(spec: PipelineSpec, conn, partition: Partition) -> list[Fi
 
 def segment_candidates(spec: PipelineSpec, conn, partition: Partition) -> list[Finding]:
     """Each segment value's target mean against the other rows', from staging ``segments``."""
-    found = conn.execute(sql.SQL(
-        "select segment, segment_value, row_count, mean, coalesce(variance, 0) from {} "
-        "where metric = %s and row_count > 0 order by segment, segment_order, segment_value").format(
-        staging_table(spec, partition, "segments")), (spec.target,)).fetchall()
-    by_segment: dict[str, list[tuple]] = {}
-    for segment, *figures in found:
-        by_segment.setdefault(segment, []).append(figures)
     candidates = []
-    for segment, values in by_segment.items():
+    for segment, (values, groups) in segment_groups(conn, staging_table(spec, partition, "segments"),
+                                                     spec.target).items():
         if segment == CLUSTER_SEGMENT:  # clusters are told as separated groups or not at all (cluster_candidates)
             continue
-        groups = Groups([v[1] for v in values], [v[2] for v in values], [v[3] for v in values])
-        candidates += findings.segment_findings(segment.split(":", 1)[-1], spec.target, [v[0] for v in values],
-                                                groups, spec.insights.min_group_rows)
+        candidates += findings.segment_findings(segment.split(":", 1)[-1], spec.target, list(values), groups,
+                                                spec.insights.min_group_rows)
     return candidates
 
 
@@ -364,5 +356,6 @@ def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key:
                      .format(target))
         conn.execute(sql.SQL("insert into {} values (%s, %s)").format(target), (partition.start, summary))
     log.info("%s", summary)
-    return {"rows": analysed, "drivers": len(drivers), "findings": sum(f.significant for f in decided), "rules": sum(len(r.rules) for r in rule_sets),
+    return {"rows": analysed, "drivers": len(drivers), "findings": sum(f.significant for f in decided),
+            "rules": sum(len(r.rules) for r in rule_sets),
             "summary": summary, "quality": quality, "timings": timings}
