@@ -364,13 +364,7 @@ def check_findings(spec, rows: pd.DataFrame, findings: pd.DataFrame, drivers: pd
             assert close(f["effect"], d["importance"]), f["subject"]
         elif f["kind"] == "segment":
             segment, value = f["subject"].split(" = ", 1)
-            column = next(s for s in spec.insights.segments if s.name.split(":", 1)[-1] == segment)
-            if column.by_tiers:
-                numbers = as_float(rows[column.by_tiers.column])
-                names = pd.Series([tier_of(v, column.by_tiers.edges)[0] for v in numbers])
-            else:
-                source = column.by_column or f"{column.by_label}_label"
-                names = rows[source].map(lambda v: UNKNOWN if v is None else str(v))
+            names = segment_names(spec, rows, segment)
             y = as_float(rows[spec.target])
             present = y.notna().to_numpy()
             inside, rest = y[(names == value).to_numpy() & present], y[(names != value).to_numpy() & present]
@@ -405,6 +399,66 @@ def check_findings(spec, rows: pd.DataFrame, findings: pd.DataFrame, drivers: pd
 def family(finding) -> str:
     """A segment finding belongs with the driver of the column it is cut by ("price = [0, 150)" with price)."""
     return finding["subject"].split(" = ", 1)[0] if finding["kind"] == "segment" else finding["subject"]
+
+
+def segment_names(spec, rows: pd.DataFrame, segment: str) -> pd.Series:
+    """Each row's value of the spec segment named ``segment`` (its short name: "price", "positioning")."""
+    spec_segment = next(s for s in spec.insights.segments if s.name.split(":", 1)[-1] == segment)
+    if spec_segment.by_tiers:
+        numbers = as_float(rows[spec_segment.by_tiers.column])
+        return pd.Series([tier_of(v, spec_segment.by_tiers.edges)[0] for v in numbers], index=rows.index)
+    column = spec_segment.by_column or f"{spec_segment.by_label}_label"
+    return rows[column].map(lambda v: UNKNOWN if v is None else str(v))
+
+
+def check_changes(spec, now: pd.DataFrame, before: pd.DataFrame, findings: pd.DataFrame) -> None:
+    """The change findings recomputed from the two days' loaded rows with numpy and scipy: all rows by Welch's t, a
+    segment value's change against the other rows' by the delta method, a label mix by chi-square (Fisher's exact
+    for a small 2 x 2), the top driver's r by Fisher's z."""
+    from scipy import stats
+
+    y_now, y_before = as_float(now[spec.target]), as_float(before[spec.target])
+    checked = 0
+    for _, f in findings[findings["kind"].isin(["change", "label_mix"])].iterrows():
+        if f["subject"] == "all rows":
+            a, b = y_now.dropna(), y_before.dropna()
+            p, effect = stats.ttest_ind(a, b, equal_var=False).pvalue, a.mean() / b.mean() - 1
+        elif f["subject"].startswith("driver "):
+            field = f["subject"].removeprefix("driver ")
+            (r1, n1), (r2, n2) = pearson(now, field, spec.target), pearson(before, field, spec.target)
+            effect = r1 - r2
+            p = 2 * stats.norm.sf(abs(np.arctanh(r1) - np.arctanh(r2)) / np.sqrt(1 / (n1 - 3) + 1 / (n2 - 3)))
+        elif f["kind"] == "label_mix":
+            name = f["subject"].removesuffix(" mix")
+            counts = [now[f"{name}_label"].value_counts(), before[f"{name}_label"].value_counts()]
+            labels = sorted(set(counts[0].index) | set(counts[1].index))
+            table = np.array([[c.get(label, 0) for label in labels] for c in counts])
+            chi = stats.chi2_contingency(table, correction=False)
+            small = table.shape == (2, 2) and chi.expected_freq.min() < 5
+            p = stats.fisher_exact(table).pvalue if small else chi.pvalue
+            shares = table / table.sum(axis=1, keepdims=True)
+            effect = (shares[0] - shares[1])[np.argmax(np.abs(shares[0] - shares[1]))]
+        else:
+            segment, value = f["subject"].split(" = ", 1)
+            inside_now = (segment_names(spec, now, segment) == value).to_numpy()
+            inside_before = (segment_names(spec, before, segment) == value).to_numpy()
+            parts = [y[mask].dropna().to_numpy() for y, mask in (
+                (y_now, inside_now), (y_before, inside_before), (y_now, ~inside_now), (y_before, ~inside_before))]
+            assert min(len(part) for part in parts) >= spec.insights.min_group_rows, f["subject"]
+            a, b, c, d = parts
+            effect = a.mean() / b.mean() - c.mean() / d.mean()
+            terms = []  # delta method: var(x / z) = (var x + (x / z)^2 var z) / z^2 for the means x now, z before
+            for now_part, before_part in ((a, b), (c, d)):
+                ratio, base = now_part.mean() / before_part.mean(), before_part.mean() ** 2
+                terms += [now_part.var(ddof=1) / len(now_part) / base,
+                          ratio ** 2 * before_part.var(ddof=1) / len(before_part) / base]
+            df = sum(terms) ** 2 / sum(t * t / (len(part) - 1) for t, part in zip(terms, parts))
+            p = 2 * stats.t.sf(abs(effect) / np.sqrt(sum(terms)), df)
+        assert math.isclose(f["p_value"], p, rel_tol=1e-6, abs_tol=1e-300), (f["subject"], f["p_value"], p)
+        assert math.isclose(f["effect"], effect, rel_tol=1e-9, abs_tol=1e-12), (f["subject"], f["effect"], effect)
+        assert f["ci_low"] <= f["effect"] <= f["ci_high"], f["subject"]
+        checked += 1
+    assert checked, "a second partition compares something with the first"
 
 
 def headline_sentences(findings: pd.DataFrame) -> list[str]:

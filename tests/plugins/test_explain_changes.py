@@ -4,13 +4,10 @@ report of the two days is self-contained and has every section."""
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
-import numpy as np
 import psycopg
-from scipy import stats
 
 from lm_insights.explain.html_report import cluster_map, project_2d, report_for_run
 from lm_insights.explain.report_store import store_report
@@ -18,6 +15,7 @@ from lm_insights.pipeline import run_partition
 from lm_insights.runtime import demo_warehouse
 from lm_insights.spec import load_spec
 from lm_insights.core.partition import Partition
+from tests.oracles import check_changes, check_findings, insight_frame
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "product_sales.yaml")
 FIRST, SECOND = Partition.day("2026-11-01"), Partition.day("2026-11-02")
@@ -31,36 +29,18 @@ def test_second_day_changes_are_tested_and_told_only_when_significant(warehouse_
     with psycopg.connect(warehouse_conninfo) as conn:
         first, second = (r[0] for r in conn.execute(
             "select summary from insights.product_sales_summaries order by partition_start").fetchall())
-        changes = conn.execute(
-            "select kind, subject, effect, effect_measure, ci_low, ci_high, p_value, q_value, n, significant, "
-            "sentence from insights.product_sales_findings where partition_start = %s and kind in "
-            "('change', 'label_mix') order by subject", (SECOND.start,)).fetchall()
-        units = {day: [float(u) for (u,) in conn.execute(
-            "select units from insights.product_sales_rows where partition_start = %s", (day.start,)).fetchall()]
-            for day in (FIRST, SECOND)}
-        mix = {day: dict(conn.execute(
-            "select positioning_label, count(*) from insights.product_sales_rows where partition_start = %s "
-            "group by 1", (day.start,)).fetchall()) for day in (FIRST, SECOND)}
     assert "since 2026-10-31" not in first and "since 2026-11-01" in second
-    by_subject = {c[1]: c for c in changes}
-    overall = by_subject["all rows"]  # every row's units against the day before: Welch's t test, recomputed
-    now, before = np.array(units[SECOND]), np.array(units[FIRST])
-    assert math.isclose(overall[6], stats.ttest_ind(now, before, equal_var=False).pvalue, rel_tol=1e-6)
-    assert math.isclose(overall[2], now.mean() / before.mean() - 1, rel_tol=1e-9)
-    assert overall[8] == len(now) + len(before)
-    assert overall[4] <= overall[2] <= overall[5]
-    labels = sorted(set(mix[FIRST]) | set(mix[SECOND]))
-    table = [[mix[SECOND].get(label, 0) for label in labels], [mix[FIRST].get(label, 0) for label in labels]]
-    label_mix = by_subject["positioning mix"]
-    chi = stats.chi2_contingency(np.array(table), correction=False)
-    want = stats.fisher_exact(table).pvalue if chi.expected_freq.min() < 5 else chi.pvalue
-    assert math.isclose(label_mix[6], want, rel_tol=1e-6)
-    significant = [c for c in changes if c[9]]
-    if significant:
+    now, before = (insight_frame(warehouse_conninfo, SPEC, "rows", day) for day in (SECOND, FIRST))
+    findings = insight_frame(warehouse_conninfo, SPEC, "findings", SECOND)
+    check_findings(SPEC, now, findings, insight_frame(warehouse_conninfo, SPEC, "drivers", SECOND))
+    check_changes(SPEC, now, before, findings)  # every change recomputed from the two days' rows
+    changes = findings[findings["kind"].isin(["change", "label_mix"])]
+    assert {"all rows", "positioning mix", "driver price"} <= set(changes["subject"]), set(changes["subject"])
+    if changes["significant"].any():
         assert "Significant changes since 2026-11-01: " in second
     else:
         assert "No significant change since 2026-11-01." in second
-    assert all(c[10].startswith("uncertain: ") for c in changes if not c[9])
+    assert all(s.startswith("uncertain: ") for s in changes[~changes["significant"].astype(bool)]["sentence"])
 
     stored = store_report(warehouse_conninfo, ["test"], dag_id="insights_report", run_id="report_1",
                           source_runs=[("product_sales", runs[0].run_id), ("product_sales", "no_such_run")])
