@@ -36,6 +36,7 @@ def test_second_day_changes_are_tested_and_told_only_when_significant(warehouse_
     check_changes(SPEC, now, before, findings)  # every change recomputed from the two days' rows
     changes = findings[findings["kind"].isin(["change", "label_mix"])]
     assert {"all rows", "positioning mix", "driver price"} <= set(changes["subject"]), set(changes["subject"])
+    assert any(" = " in subject for subject in changes["subject"]), "a segment value's change is compared too"
     if changes["significant"].any():
         assert "Significant changes since 2026-11-01: " in second
     else:

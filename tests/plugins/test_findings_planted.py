@@ -172,3 +172,16 @@ def test_a_finding_states_its_figures(seed):
     assert top.estimate.ci_low <= top.estimate.effect <= top.estimate.ci_high
     insignificant = [f for f in findings if not f.significant]
     assert all(f.sentence.startswith(F.UNCERTAIN) for f in insignificant)
+
+
+def test_the_issues_two_planted_effects_are_both_found_strongest_first():
+    # amount 30% higher in one region (of 5), and falling with units at r about -0.5, as the issue's second table
+    def found(seed):
+        rng = np.random.default_rng(seed)
+        rows = table(rng, units_effect=-0.6)
+        rows["amount"] = np.where(rows["region"] == "north", rows["amount"] * 1.3, rows["amount"])
+        ranked = sorted((f for f in partition_findings(rows) if f.rank), key=lambda f: f.rank)
+        subjects = [f.subject for f in ranked]
+        return subjects[:1] == ["units"] and "region = north" in subjects and "falls" in ranked[0].claim
+
+    assert share(found) >= 0.9
