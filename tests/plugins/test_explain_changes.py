@@ -50,13 +50,16 @@ def test_second_day_changes_are_tested_and_told_only_when_significant(warehouse_
         page, = conn.execute("select html from insights.reports where dag_id = 'insights_report' and run_id = "
                              "'report_1' and pipeline = 'product_sales'").fetchone()
     assert page.startswith("<!doctype html>") and stored["html_chars"] == len(page)
-    # segments, the positioning mix, quality over the partitions, the clusters' 2-D map
-    assert page.count('<img alt="chart" src="data:image/png;base64,') == 4
+    # segments, the positioning mix, quality over the partitions, the clusters' 2-D map, and the headline findings'
+    # intervals when a finding of the day is significant
+    significant = bool(findings["significant"].any())
+    assert page.count('<img alt="chart" src="data:image/png;base64,') == 4 + significant
     assert not re.search(r"(src|href)=\"(https?:)?//", page), "the page loads nothing from the network"
     for heading in ("Summary", "Segments", "Label mix: positioning", "Quality over the last 2 partitions", "Drivers",
                     "Rules that reproduce the model", "Clusters", "Explained rows"):
         section = page.split(f"<h3>{heading}</h3>", 1)[1].split("<h3>", 1)[0]
-        assert "<img" in section or "<tr><td>" in section or heading == "Summary" and len(section) > 100, heading
+        rows = "<tr><td>" in section or '<tr class="' in section  # drivers' rows are marked significant or not
+        assert "<img" in section or rows or heading == "Summary" and len(section) > 100, heading
     assert "<mark style=" in page and "since 2026-11-01" in page
     assert page.split("<h3>Clusters</h3>", 1)[1].split("<h3>", 1)[0].count("<img") == 1, "the clusters' map"
     assert "partition 2026-11-02" in page and "partition 2026-11-01" not in page
@@ -105,7 +108,7 @@ def test_segment_means_carry_their_standard_deviation_as_error_bars(monkeypatch)
     from matplotlib.container import BarContainer
 
     [bars] = [c for c in by_title["units by price"].containers if isinstance(c, BarContainer)]
-    assert [b.get_height() for b in bars.patches] == [1000.0, 700.0]
-    [segments] = bars.errorbar.lines[2]  # the vertical error segments: mean - sd .. mean + sd
-    assert [tuple(s[:, 1]) for s in segments.get_segments()] == [(880.0, 1120.0), (650.0, 750.0)]
+    assert [b.get_width() for b in bars.patches] == [1000.0, 700.0]  # horizontal bars: the mean is the width
+    [segments] = bars.errorbar.lines[2]  # the horizontal error segments: mean - sd .. mean + sd
+    assert [tuple(s[:, 0]) for s in segments.get_segments()] == [(880.0, 1120.0), (650.0, 750.0)]
     assert set(by_title) == {"units by price", "units by positioning"}
