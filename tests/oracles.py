@@ -379,12 +379,15 @@ def check_findings(spec, rows: pd.DataFrame, findings: pd.DataFrame, drivers: pd
                                          if f["effect_measure"] == "proportion difference" else minimum.variance_share)
             if f["effect_measure"] == "difference of means":
                 large = True  # judged on its share of variance, not recomputed here
-            assert bool(f["significant"]) == (f["q_value"] <= spec.insights.fdr and large) or \
-                f["effect_measure"] == "difference of means", f["subject"]
+            if f["kind"] == "rule":  # its own held-out verdict (tests/plugins/test_explain_rules.py) and the family's q
+                assert not f["significant"] or f["q_value"] <= spec.insights.fdr, f["subject"]
+            else:
+                assert bool(f["significant"]) == (f["q_value"] <= spec.insights.fdr and large) or \
+                    f["effect_measure"] == "difference of means", f["subject"]
         assert f["sentence"].startswith("uncertain: ") != bool(f["significant"]) or f["kind"] == "cluster"
     ranks = sorted(int(r) for r in findings["rank"].dropna())
     assert ranks == list(range(1, int(findings["significant"].sum()) + 1)), ranks
-    plain = findings[findings["rank"].notna() & (findings["kind"] != "cluster")
+    plain = findings[findings["rank"].notna() & ~findings["kind"].isin(["cluster", "rule"])
                      & ~findings["subject"].str.contains(" | ", regex=False)]
     by_rank = plain.sort_values("rank")
     families = list(dict.fromkeys(family(f) for _, f in by_rank.iterrows()))
@@ -463,7 +466,7 @@ def check_changes(spec, now: pd.DataFrame, before: pd.DataFrame, findings: pd.Da
 
 def headline_sentences(findings: pd.DataFrame) -> list[str]:
     """The sentences the summary leads with: by rank, the first of each family, at most 3."""
-    ranked = findings[findings["rank"].notna() & (findings["kind"] != "cluster")].sort_values("rank")
+    ranked = findings[findings["rank"].notna() & ~findings["kind"].isin(["cluster", "rule"])].sort_values("rank")
     sentences, told = [], set()
     for _, f in ranked.iterrows():
         if family(f) not in told and len(sentences) < 3:
@@ -530,7 +533,7 @@ def check_summary(spec, partition, summary: str, rows: pd.DataFrame, rejected: i
     after = after[after.index(". ") + 2:] if headline else after
     assert after.startswith(" ".join(headline)), (headline, summary)
     if headline:
-        ranked = int((findings["rank"].notna() & (findings["kind"] != "cluster")).sum())
+        ranked = int((findings["rank"].notna() & ~findings["kind"].isin(["cluster", "rule"])).sum())
         assert ("No other difference is larger than chance." in summary) == (ranked == len(headline)), summary
     else:
         assert "Nothing stands out: " in summary, summary

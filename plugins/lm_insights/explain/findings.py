@@ -5,8 +5,9 @@ A candidate is significant when (1) its Benjamini-Hochberg adjusted p-value over
 partition* (drivers, segments, changes, label mixes) is at most ``insights.fdr``, (2) its effect reaches
 ``insights.min_effect`` and (3) every group it compares has ``insights.min_group_rows`` rows (smaller groups are
 not tested at all). Significant findings are ranked by the share of the target's variance they explain
-(:mod:`lm_insights.core.statistics`), drivers with another held fixed after them (they qualify a driver) and
-clusters last; a finding that is not significant keeps its figures and
+(:mod:`lm_insights.core.statistics`), drivers with another held fixed after them (they qualify a driver), then
+rule sets (they reproduce the model or the target; explain.rules measures them on held-out rows and their p-value
+joins the family) and clusters last; a finding that is not significant keeps its figures and
 a sentence that starts with "uncertain:". docs/findings.md says the same for users.
 """
 
@@ -42,13 +43,14 @@ class Finding:
         return self.about or self.subject
     min_rows_met: bool = True  # every compared group has insights.min_group_rows rows
     tested: bool = True  # counted in the Benjamini-Hochberg family (a cluster's silhouette is a threshold)
+    verdict: bool = True  # a rule set's own test (held-out, against the majority rule) must pass too
     q_value: float | None = None
     significant: bool = False
     rank: int | None = None
 
     @property
     def sentence(self) -> str:
-        return self.claim if self.significant or not self.tested else UNCERTAIN + self.claim
+        return self.claim if self.significant or self.kind == "cluster" else UNCERTAIN + self.claim
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ def decide(candidates: Sequence[Finding], thresholds: Thresholds) -> list[Findin
     for i, c in enumerate(candidates):
         q = q_values.get(i)
         if c.tested:
-            significant = q is not None and q <= thresholds.fdr and large_enough(c.estimate, thresholds)
+            significant = (q is not None and q <= thresholds.fdr and large_enough(c.estimate, thresholds)
+                           and c.verdict)
         else:
             significant = c.significant
         decided.append(replace(c, q_value=q, significant=significant, rank=None))
@@ -96,8 +99,8 @@ def decide(candidates: Sequence[Finding], thresholds: Thresholds) -> list[Findin
 
     def order_key(i: int):
         f = decided[i]
-        return (f.kind == "cluster", controlled(f), -strongest[f.family], f.family, f.kind != "driver",
-                -f.estimate.variance_share, f.estimate.p_value or 0.0, f.subject)
+        return (f.kind in ("cluster", "rule"), f.kind == "cluster", controlled(f), -strongest[f.family], f.family,
+                f.kind != "driver", -f.estimate.variance_share, f.estimate.p_value or 0.0, f.subject)
 
     order = sorted((i for i, f in enumerate(decided) if f.significant), key=order_key)
     for rank, i in enumerate(order, start=1):
@@ -325,3 +328,14 @@ def cluster_finding(target: str, k: int, silhouette: float, rows: int, min_silho
         claim = (f"No clear groups among {rows} rows: the best split into {k} has silhouette {silhouette:.2f}, "
                  f"below {min_silhouette:.2f}.")
     return Finding("cluster", "clusters", target, estimate, claim, tested=False, significant=separated)
+
+
+def rule_finding(row: dict) -> Finding:
+    """A rule set's candidate row (lm_insights.explain.rules.rule_findings) as a finding: its held-out p-value joins
+    the family, and it is significant only where its own verdict (faithful) holds too."""
+    gain = row["effect"]
+    estimate = Estimate(gain, row["effect_measure"], row["ci_low"], row["ci_high"], row["p_value"], row["n"],
+                        max(gain or 0.0, 0.0), "held-out against the majority rule")
+    return Finding("rule", row["subject"], row["target"], estimate, row["sentence"],
+                   tested=row["p_value"] is not None, verdict=bool(row["significant"]),
+                   significant=False if row["p_value"] is None else bool(row["significant"]))

@@ -24,7 +24,7 @@ from lm_insights.explain import findings
 from lm_insights.explain.changes import change_candidates, changes_summary, segment_groups
 from lm_insights.explain.clusters import CLUSTER_SEGMENT, build_clusters, cluster_candidates
 from lm_insights.explain.findings import Finding
-from lm_insights.explain.rules import build_rules, rules_summary
+from lm_insights.explain.rules import build_rules, rule_findings, rules_summary
 from lm_insights.explain.similar import ensure_similarity_index
 from lm_insights.explain.words import create_explanations_table
 from lm_insights.learn import quality as head_quality
@@ -295,7 +295,7 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, decided: list[Find
              + (f", {truncated} {'text' if truncated == 1 else 'texts'} truncated to the model's maximum length."
                 if truncated else ".")]
     tested = sum(1 for f in decided if f.tested and f.q_value is not None)
-    parts += findings.headline([f for f in decided if f.kind != "cluster"], tested, spec.insights.fdr,
+    parts += findings.headline([f for f in decided if f.kind not in ("cluster", "rule")], tested, spec.insights.fdr,
                                spec.insights.min_group_rows)
     if spec.lm.attributions:
         for name in spec.lm.label_sets:
@@ -309,12 +309,13 @@ def summarize(spec: PipelineSpec, conn, partition: Partition, decided: list[Find
     return parts
 
 
-def decide_findings(spec: PipelineSpec, conn, partition: Partition, discovery, analysed: int):
-    """Every candidate of the partition (drivers, segments, changes, clusters) decided in one family; returns the
-    previous partition's start (or None) and the decided findings."""
+def decide_findings(spec: PipelineSpec, conn, partition: Partition, discovery, analysed: int,
+                    rules: list[Finding] = ()):
+    """Every candidate of the partition (drivers, segments, changes, clusters, the rule sets' ``rules``) decided in
+    one family; returns the previous partition's start (or None) and the decided findings."""
     drivers = driver_candidates(spec, conn, partition)
     previous, changes = change_candidates(spec, conn, partition, drivers)
-    candidates = [*drivers, *segment_candidates(spec, conn, partition), *changes,
+    candidates = [*drivers, *segment_candidates(spec, conn, partition), *changes, *rules,
                   *cluster_candidates(spec, discovery, analysed)]
     minimum = spec.insights.min_effect
     thresholds = findings.Thresholds(spec.insights.fdr, minimum.variance_share, minimum.relative_difference,
@@ -335,12 +336,13 @@ def build_insights(spec: PipelineSpec, conninfo: str, partition: Partition, key:
         ensure_similarity_index(spec, conn, key)
         timings = {"explain_clusters": round(time.monotonic() - started, 3)}
         build_segments(spec, conn, partition, clustered=discovery is not None)
-        previous, decided = decide_findings(spec, conn, partition, discovery, analysed)
-        drivers = build_drivers(spec, conn, partition, decided)
-        build_findings(spec, conn, partition, decided)
         started = time.monotonic()
         rule_sets = build_rules(spec, conn, partition)
         timings["explain_rules"] = round(time.monotonic() - started, 3)
+        rules = [findings.rule_finding(row) for row in rule_findings(rule_sets, partition)]
+        previous, decided = decide_findings(spec, conn, partition, discovery, analysed, rules)
+        drivers = build_drivers(spec, conn, partition, decided)
+        build_findings(spec, conn, partition, decided)
         create_explanations_table(spec, conn, partition)  # filled by explain.words.explain_partition
         summary = " ".join([*summarize(spec, conn, partition, decided, rejected),
                             *changes_summary(previous, decided),
