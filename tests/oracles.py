@@ -482,7 +482,7 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?%?")
 
 EXPLAIN_SENTENCE = re.compile(r"(No significant change since |Significant changes since |Discovery found |"
                               r"No clear groups |Rules that reproduce |No shallow rules reproduce |Nothing stands out|"
-                              r"No other difference|"
+                              r"No other difference|Flags: |"
                               r"\d+ more significant finding)")
 
 

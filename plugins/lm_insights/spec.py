@@ -241,7 +241,6 @@ class Insights(_Strict):
     # A NaN or +-Infinity in a metric or tier column: "reject" puts the row in <pipeline>_rejects with the reason;
     # "exclude" keeps the row and leaves the value out of every statistic (as a NULL would be).
     non_finite: Literal["reject", "exclude"] = "reject"
-    outcomes: list[str] = []  # metrics that are results (revenue = price x units), not candidate drivers
     fdr: float = Field(default=0.05, gt=0, lt=1)  # false discovery rate over everything a partition tests
     min_effect: MinEffect = MinEffect()
     min_group_rows: int = Field(default=10, ge=2)  # a group with fewer rows is not tested nor named
@@ -469,10 +468,6 @@ class PipelineSpec(_Strict):
             check(f"insights.keep_columns[{i}]", column)
         if self.insights.target:
             check("insights.target", self.insights.target)
-        for i, column in enumerate(self.insights.outcomes):
-            if column not in self.insights.metrics:
-                raise ValueError(f"insights.outcomes[{i}]: {column!r} is not in insights.metrics "
-                                 f"{self.insights.metrics}; an outcome is a metric that is not a driver")
         for i, segment in enumerate(self.insights.segments):
             if segment.by_tiers:
                 check(f"insights.segments[{i}].by_tiers.column", segment.by_tiers.column)

@@ -108,8 +108,8 @@ def _set_expectation_with_two_keys(raw):
         pytest.param(lambda raw: raw["insights"]["segments"].append({"by_column": "colour"}),
                      "insights.segments[2].by_column", "'colour' is not in source.columns", id="segment-column-unknown"),
         pytest.param(lambda raw: raw.pop("start_date"), "start_date", "Field required", id="missing-field"),
-        pytest.param(lambda raw: raw["insights"].update(outcomes=["price"]), "insights.outcomes[0]",
-                     "'price' is not in insights.metrics", id="outcome-not-a-metric"),
+        pytest.param(lambda raw: raw["insights"].update(outcomes=["price"]), "outcomes[0]",
+                     "'price' is not one of insights.metrics", id="outcome-not-a-metric"),
         pytest.param(lambda raw: raw["insights"].update(fdr=0), "insights.fdr", "greater than 0", id="fdr-zero"),
     ],
 )

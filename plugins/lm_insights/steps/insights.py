@@ -253,18 +253,23 @@ def build_drivers(spec: PipelineSpec, conn, partition: Partition, decided: list[
     """Staging ``drivers``: each source column's decided driver finding (controlled pairs stay in findings)."""
     drivers = sorted((f for f in decided if f.kind == "driver" and " | " not in f.subject),
                      key=lambda f: (-f.estimate.variance_share, f.subject))
-    target = staging_table(spec, partition, "drivers")
-    conn.execute(sql.SQL("drop table if exists {}").format(target))
-    conn.execute(sql.SQL(
-        "create table {} (partition_start timestamptz not null, target text not null, field text not null, "
+    stage_rows(spec, conn, partition, "drivers", (
+        "partition_start timestamptz not null, target text not null, field text not null, "
         "importance double precision not null, direction text not null, method text not null, n bigint not null, "
         "correlation double precision, ci_low double precision, ci_high double precision, "
-        "p_value double precision, q_value double precision, significant boolean not null)").format(target))
-    db.copy_rows(conn, target, list(DRIVER_COLUMNS), (
+        "p_value double precision, q_value double precision, significant boolean not null"), DRIVER_COLUMNS, (
         (partition.start, spec.target, d.subject, d.estimate.variance_share, d.direction, driver_method(d),
          d.estimate.n, d.correlation, d.estimate.ci_low, d.estimate.ci_high, d.estimate.p_value, d.q_value,
          d.significant) for d in drivers))
     return drivers
+
+
+def stage_rows(spec: PipelineSpec, conn, partition: Partition, step: str, columns_ddl: str, columns, rows) -> None:
+    """Staging ``step`` created afresh with ``columns_ddl`` and filled with ``rows`` by COPY."""
+    target = staging_table(spec, partition, step)
+    conn.execute(sql.SQL("drop table if exists {}").format(target))
+    conn.execute(sql.SQL("create table {} ({})").format(target, sql.SQL(columns_ddl)))
+    db.copy_rows(conn, target, list(columns), rows)
 
 
 def driver_method(driver: Finding) -> str:
@@ -275,14 +280,12 @@ def driver_method(driver: Finding) -> str:
 
 def build_findings(spec: PipelineSpec, conn, partition: Partition, decided: list[Finding]) -> None:
     """Staging ``findings``: every candidate with its figures, q-value, significance and rank."""
-    target = staging_table(spec, partition, "findings")
-    conn.execute(sql.SQL("drop table if exists {}").format(target))
-    conn.execute(sql.SQL(
-        "create table {} (partition_start timestamptz not null, kind text not null, subject text not null, "
-        "target text not null, effect double precision not null, effect_measure text not null, "
+    stage_rows(spec, conn, partition, "findings", (
+        "partition_start timestamptz not null, kind text not null, subject text not null, "
+        "target text not null, effect double precision, effect_measure text not null, "
         "ci_low double precision, ci_high double precision, p_value double precision, q_value double precision, "
-        "n bigint not null, significant boolean not null, rank integer, sentence text not null)").format(target))
-    db.copy_rows(conn, target, list(findings.FINDING_COLUMNS), findings.finding_rows(partition.start, decided))
+        "n bigint not null, significant boolean not null, rank integer, sentence text not null"),
+        findings.FINDING_COLUMNS, findings.finding_rows(partition.start, decided))
 
 
 def summarize(spec: PipelineSpec, conn, partition: Partition, decided: list[Finding], rejected: int) -> list[str]:
