@@ -208,6 +208,16 @@ def categorical_driver(field: str, target: str, values: Sequence[str], groups,
                    direction=direction)
 
 
+def worth_controlling(first: Finding, second: Finding, r_between: float, n: int, fdr: float) -> bool:
+    """Whether to test two numeric drivers each with the other held fixed: each alone passes ``fdr`` (unadjusted)
+    and they go together (their own correlation passes it too), the case where one may only stand in for the other.
+    Holding fixed a column that does not drive the target, or that has nothing to do with the other, says nothing."""
+    from lm_insights.core.statistics import correlation
+
+    alone = all(f.estimate.p_value is not None and f.estimate.p_value < fdr for f in (first, second))
+    return alone and n >= 3 and correlation(r_between, n).p_value < fdr
+
+
 def controlled_driver(field: str, other: str, target: str, r_xy: float, r_xz: float, r_yz: float, n: int) -> Finding:
     """Whether ``field`` still explains the target with ``other`` held fixed (partial correlation)."""
     from lm_insights.core.statistics import partial_correlation

@@ -28,7 +28,7 @@ from lm_insights.explain.rules import build_rules, rule_findings, rules_summary
 from lm_insights.explain.similar import ensure_similarity_index
 from lm_insights.explain.words import create_explanations_table
 from lm_insights.learn import quality as head_quality
-from lm_insights.learn.heads import head_columns, output_suffixes
+from lm_insights.learn.heads import head_columns
 from lm_insights.runtime import db
 from lm_insights.spec import PipelineSpec
 
@@ -208,7 +208,8 @@ def correlations(conn, rows: sql.Composable, columns: list[str]) -> tuple[dict[t
 
 
 def controlled_drivers(spec: PipelineSpec, conn, rows: sql.Composable, drivers: list[Finding]) -> list[Finding]:
-    """For the two strongest numeric drivers: does each still explain the target with the other held fixed?"""
+    """For the two strongest numeric drivers, when holding one fixed can change what the other says (see
+    ``findings.worth_controlling``): does each still explain the target with the other held fixed?"""
     numeric = sorted((d for d in drivers if d.estimate.effect_measure == "r squared"),
                      key=lambda d: -d.estimate.variance_share)[:2]
     if len(numeric) < 2:
@@ -217,6 +218,8 @@ def controlled_drivers(spec: PipelineSpec, conn, rows: sql.Composable, drivers: 
     r, n = correlations(conn, rows, [x, z, spec.target])
     r_xy, r_xz, r_zy = r[(x, spec.target)], r[(x, z)], r[(z, spec.target)]
     if None in (r_xy, r_xz, r_zy) or n < 5 or abs(r_xz) >= 1 - 1e-12:
+        return []
+    if not findings.worth_controlling(numeric[0], numeric[1], r_xz, n, spec.insights.fdr):
         return []
     return [findings.controlled_driver(x, z, spec.target, r_xy, r_xz, r_zy, n),
             findings.controlled_driver(z, x, spec.target, r_zy, r_xz, r_xy, n)]
