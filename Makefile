@@ -37,6 +37,8 @@ stop: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m lm_insights.bench
 
+# lm_engine fp32 / int8 / bf16 against sentence-transformers torch, ONNX and ONNX-int8, alternating rounds
+# (docs/performance.md); on a shared machine run it under nice and compare ratios, not absolute figures
 lm-bench: $(STAMP)
 	$(PY) -m lm_engine bench
 

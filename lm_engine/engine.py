@@ -117,8 +117,17 @@ class Engine:
         self.dim = model.config.hidden_size
         self.max_seq_length = checkpoint.read_max_seq_length(model_dir, model.config)
         self.tokenizer = checkpoint.load_tokenizer(model_dir, self.max_seq_length)
-        # bf16 halves memory traffic on GPU; pooling and normalisation still run in fp32 (sentence_embedding)
-        self.model = model.to(device=device, dtype=DTYPES[self.precision]).eval()
+        if precision == "int8":
+            if device.type != "cpu":
+                raise ValueError(f"precision int8 runs on the CPU only, not on {device}; use fp32 or bf16 there")
+            from lm_engine.int8 import Int8Encoder  # imported on demand: it pulls in onnxruntime
+
+            # self.model keeps the fp32 weights (fine-tuning starts from them); encode() runs the int8 copy
+            self.model = model.float().eval()
+            self.encoder = Int8Encoder(self.model, self.tokenize(Int8Encoder.calibration_texts)[0])
+        else:
+            # bf16 halves memory traffic on GPU; pooling and normalisation still run in fp32 (sentence_embedding)
+            self.model = self.encoder = model.to(device=device, dtype=DTYPES[precision]).eval()
 
     def tokenize(self, texts):
         """Token id lists (truncated to max_seq_length) and a truncated flag per text."""
@@ -156,7 +165,7 @@ class Engine:
         with torch.inference_mode():
             input_ids = torch.from_numpy(input_ids).to(self.device)
             attention_mask = torch.from_numpy(attention_mask).to(self.device)
-            return self.model.sentence_embedding(input_ids, attention_mask).cpu().numpy()
+            return self.encoder.sentence_embedding(input_ids, attention_mask).cpu().numpy()
 
     def prototypes(self, labels):
         """Prototype vectors (k, dim) for {label: description}, in the dict's order."""
@@ -170,7 +179,7 @@ class Engine:
 
 _engines = {}
 _engines_lock = threading.Lock()
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # registry.PRECISIONS -> torch dtype
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # torch dtypes of the precisions other than int8
 
 
 def default_precision(device):
@@ -183,8 +192,8 @@ def load_engine(name=registry.DEFAULT_MODEL, device=None, precision=None):
     loaded once per process and reused."""
     device = pick_device(device)
     precision = precision or default_precision(device)
-    if precision not in DTYPES:
-        raise ValueError(f"precision {precision!r} is not one of {tuple(DTYPES)}")
+    if precision not in registry.PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {registry.PRECISIONS}")
     with _engines_lock:
         if (name, str(device), precision) not in _engines:
             _engines[(name, str(device), precision)] = Engine(name, registry.resolve(name), device, precision)

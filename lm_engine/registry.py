@@ -8,7 +8,7 @@ Model names -> local model directories, and the stable key of a loaded model.
 model_key = f"{name}@{12 hex}/{precision}": the hex is a sha256 over the engine's code version and every file that
 decides the outputs (weights, config, tokenizer, max_seq_length, pooling, normalisation), so a cache keyed on it
 never serves results of other weights, another tokenizer or another engine under the same name; the precision
-(fp32, bf16) is the numeric precision the model runs in, which changes the vectors too.
+(fp32, bf16, int8) is the numeric precision the model runs in, which changes the vectors too.
 """
 
 import hashlib
@@ -22,7 +22,8 @@ ENGINE_VERSION = "1"
 # The checkpoint files lm_engine.checkpoint reads: a change to any of them changes the outputs.
 OUTPUT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "sentence_bert_config.json", "modules.json",
                 "1_Pooling/config.json")
-PRECISIONS = ("fp32", "bf16")  # float32 everywhere; bfloat16 weights and activations (GPU default)
+# float32 everywhere; bfloat16 weights and activations (GPU default); int8 linears on the CPU (lm_engine.int8)
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class UnknownModelError(LookupError):

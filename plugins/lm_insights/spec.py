@@ -172,8 +172,9 @@ class Head(_Strict):
 class LM(_Strict):
     model: str = "all-MiniLM-L6-v2"  # a name in the lm_engine registry
     # Numeric precision of the encoder, part of the result-cache key (the vectors differ): fp32 gives the same
-    # vectors on every worker; bf16 halves GPU memory traffic (on a CPU it is slow).
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # vectors on every worker; bf16 halves GPU memory traffic and is the fastest CPU path where the CPU has AMX
+    # (slow without); int8 is CPU only, vectors within cosine 0.99 of fp32 (trade-offs: docs/performance.md).
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
     embeddings: bool = True  # keep each row's embedding (pgvector) in the result cache
     label_sets: dict[str, LabelSet] = {}  # zero-shot classifications to run on every row
     heads: dict[str, Head] = {}  # models trained on the warehouse's outcomes (lm-insights train / <name>__train)

@@ -64,7 +64,7 @@ def test_model_key_ignores_other_files_and_follows_the_engine_version_and_precis
     (model_copy / "README.md").write_text("edited documentation")
     assert registry.model_key("copy", model_copy) == before
     assert registry.model_key("copy", model_copy, "bf16") == before.replace("/fp32", "/bf16")
-    with pytest.raises(ValueError, match=r"precision 'fp16' is not one of \('fp32', 'bf16'\)"):
+    with pytest.raises(ValueError, match=r"precision 'fp16' is not one of \('fp32', 'bf16', 'int8'\)"):
         registry.model_key("copy", model_copy, "fp16")
     monkeypatch.setattr(registry, "ENGINE_VERSION", "2")
     assert registry.model_key("copy", model_copy) != before

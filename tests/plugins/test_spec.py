@@ -83,6 +83,8 @@ def _set_expectation_with_two_keys(raw):
         pytest.param(lambda raw: raw["lm"].update(shards="many"), "lm.shards", "valid integer", id="wrong-type"),
         pytest.param(lambda raw: raw["lm"].update(shards=0), "lm.shards", "greater than or equal to 1",
                      id="out-of-range"),
+        pytest.param(lambda raw: raw["lm"].update(precision="int4"), "lm.precision",
+                     "Input should be 'fp32', 'bf16' or 'int8'", id="unknown-precision"),
         pytest.param(lambda raw: raw["text"]["columns"].__setitem__(1, "colour"), "text.columns[1]", "'colour'",
                      id="column-not-in-source"),
         pytest.param(lambda raw: raw["insights"]["segments"].__setitem__(1, {"by_label": "mood"}),
