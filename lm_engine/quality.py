@@ -102,12 +102,14 @@ def split_by_date(rows, max_train=None):
     return train, validation, test
 
 
-def evaluate(probabilities_val, y_val, probabilities_test, y_test, n_classes, min_precision):
-    """Accuracy, macro-F1 on test; coverage and precision on test at the validation threshold."""
-    from lm_engine.train import _macro_f1, threshold_for_precision
+def evaluate(probabilities_val, y_val, probabilities_test, y_test, n_classes, min_precision, z=None):
+    """Accuracy, macro-F1 on test; coverage and precision on test at the validation threshold (chosen as the
+    platform does: Wilson lower bound with ``z``, default ``train.PRECISION_BOUND_Z``)."""
+    from lm_engine.train import PRECISION_BOUND_Z, _macro_f1, threshold_for_precision
 
     predicted = probabilities_test.argmax(axis=1)
-    threshold = threshold_for_precision(probabilities_val, y_val, min_precision)
+    threshold = threshold_for_precision(probabilities_val, y_val, min_precision,
+                                        PRECISION_BOUND_Z if z is None else z)
     covered = probabilities_test.max(axis=1) >= threshold if threshold is not None else np.zeros(len(y_test), bool)
     return {"accuracy": float(np.mean(predicted == y_test)), "macro_f1": _macro_f1(y_test, predicted, n_classes),
             "threshold": threshold, "coverage": float(covered.mean()),

@@ -7,6 +7,10 @@ together (`finetune`).
     probabilities = predict_from_embeddings(head, head_engine(engine, head).encode(new_texts).vectors)
     threshold = threshold_for_precision(val_probabilities, val_true_index, min_precision=0.9)
 
+One objective: `metric` (accuracy | macro_f1 | balanced_accuracy for classification, mae for regression) picks
+the regularisation strength and the class weighting (none or balanced: a hyper-parameter, not a fixed choice), as
+it picks the epoch of `finetune`; the platform then calibrates and promotes on the same metric.
+
 A head is linear on the sentence vector the engine returns (pooled, L2-normalised when the checkpoint says so):
 logits = x W^T + b, softmax for classification; for regression prediction = (x W^T + b) * target_scale +
 target_mean. `finetune` starts its head from `fit_linear` on the frozen vectors (linear probing, then
@@ -33,8 +37,15 @@ import torch
 CLASSIFICATION, REGRESSION = "classification", "regression"
 TASKS = (CLASSIFICATION, REGRESSION)
 METHODS = ("linear", "finetune")  # linear: head on frozen embeddings; finetune: encoder + head trained together
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
+REGRESSION_METRICS = ("mae",)
 LOGISTIC_C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # inverse L2 strength, tried on validation
+CLASS_WEIGHTS = (None, "balanced")  # balanced helps macro-F1 / balanced accuracy, often costs plain accuracy
 DEFAULT_LOGISTIC_C = 1.0  # scikit-learn's default, used when there is no validation slice
+# threshold_for_precision keeps a cut only where the precision's lower bound (Wilson, z standard errors) reaches
+# min_precision: the smallest cut that merely touches it on the calibration rows falls short on newer rows
+# (choosing the cut is itself a selection), by about 0.02 at a few hundred rows.
+PRECISION_BOUND_Z = 1.0
 RIDGE_ALPHA_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 DEFAULT_RIDGE_ALPHA = 1.0
 WARMUP_SHARE = 0.1  # share of optimizer steps with a linearly rising learning rate
@@ -90,11 +101,36 @@ def _macro_f1(true_index, predicted_index, n_classes):
     return float(np.mean(scores))
 
 
-def _validation_score(task, predictions, truth, n_classes):
-    """Higher is better: macro-F1 for classification (class balance matters), -MAE for regression."""
-    if task == CLASSIFICATION:
-        return _macro_f1(truth, predictions.argmax(axis=1), n_classes)
-    return -float(np.mean(np.abs(predictions - truth)))
+def _balanced_accuracy(true_index, predicted_index, n_classes):
+    recalls = [np.mean(predicted_index[true_index == c] == c) for c in range(n_classes) if np.any(true_index == c)]
+    return float(np.mean(recalls))
+
+
+def default_metric(task: str) -> str:
+    return "accuracy" if task == CLASSIFICATION else "mae"
+
+
+def check_metric(task: str, metric: str | None) -> str:
+    """The metric, or the task's default; ValueError naming the valid ones."""
+    metric = metric or default_metric(task)
+    valid = CLASSIFICATION_METRICS if task == CLASSIFICATION else REGRESSION_METRICS
+    if metric not in valid:
+        raise ValueError(f"metric {metric!r} does not fit a {task} head; valid: {', '.join(valid)}")
+    return metric
+
+
+def objective_score(metric: str, predictions: np.ndarray, truth: np.ndarray, n_classes: int = 0) -> float:
+    """Higher is better: the metric of argmax predictions (classification) or -MAE (regression)."""
+    if metric == "mae":
+        return -float(np.mean(np.abs(np.asarray(predictions) - truth)))
+    predicted = np.asarray(predictions).argmax(axis=1)
+    if metric == "accuracy":
+        return float(np.mean(predicted == truth))
+    if metric == "macro_f1":
+        return _macro_f1(truth, predicted, n_classes)
+    if metric == "balanced_accuracy":
+        return _balanced_accuracy(truth, predicted, n_classes)
+    raise ValueError(f"metric {metric!r}: valid are {', '.join(CLASSIFICATION_METRICS + REGRESSION_METRICS)}")
 
 
 def _log_loss(probabilities, truth):
@@ -106,10 +142,10 @@ def _binary_to_softmax(coef, intercept):
     return np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
 
 
-def _fit_logistic(x, y, n_classes, c, seed):
+def _fit_logistic(x, y, n_classes, c, class_weight, seed):
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed)
+    model = LogisticRegression(C=c, class_weight=class_weight, max_iter=5000, random_state=seed)
     model.fit(x, y)
     coef, intercept = model.coef_, model.intercept_
     if n_classes == 2:
@@ -141,51 +177,68 @@ def _target_scaling(values):
 
 def fit_linear(embeddings: np.ndarray, targets: Sequence, task: str, *, labels: list[str] | None = None,
                seed: int = 0, validation: tuple[np.ndarray, Sequence] | None = None,
-               log: Callable[[str], None] | None = None) -> TrainedHead:
-    """A logistic (classification, class-balanced) or ridge (regression) head on frozen embeddings; its
-    regularisation strength is the one that scores best on `validation` (macro-F1 / MAE) when given."""
+               log: Callable[[str], None] | None = None, metric: str | None = None,
+               hyper_parameters: dict | None = None) -> TrainedHead:
+    """A logistic (classification) or ridge (regression) head on frozen embeddings.
+
+    ``hyper_parameters`` ({"C", "class_weight"} or {"alpha"}) fixes them; else, with ``validation``, the grid
+    (C x class weighting, or alpha) is searched on ``metric`` there; else scikit-learn's defaults."""
     log = log or (lambda message: None)
     start = time.monotonic()
+    metric = check_metric(task, metric)
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != len(targets):
         raise ValueError(f"embeddings {x.shape} do not match {len(targets)} targets: need one row per target")
     y, labels = _check_task(task, targets, labels)
     mean, scale = _target_scaling(y) if task == REGRESSION else (None, None)
 
-    def fit(strength):
+    def fit(setting):
         if task == CLASSIFICATION:
-            return _head_tensors(*_fit_logistic(x, y, len(labels), strength, seed))
-        return _head_tensors(*_fit_ridge(x, (y - mean) / scale, strength), mean, scale)
+            return _head_tensors(*_fit_logistic(x, y, len(labels), setting["C"], setting["class_weight"], seed))
+        return _head_tensors(*_fit_ridge(x, (y - mean) / scale, setting["alpha"]), mean, scale)
 
-    grid = LOGISTIC_C_GRID if task == CLASSIFICATION else RIDGE_ALPHA_GRID
-    strength_name = "C" if task == CLASSIFICATION else "alpha"
     search = []
-    if validation is not None:
+    if hyper_parameters is not None:
+        best = dict(hyper_parameters)
+    elif validation is not None:
         val_x = np.asarray(validation[0], dtype=np.float32)
         val_y = _validation_targets(task, validation[1], labels)
-        for strength in grid:
-            head = TrainedHead(task, "linear", labels, fit(strength), None)
-            predictions = predict_from_embeddings(head, val_x)
-            score = _validation_score(task, predictions, val_y, len(labels or []))
-            row = {strength_name: strength, "validation_" + _score_name(task): abs(score)}
-            if task == CLASSIFICATION:  # ties on macro-F1 go to the better-calibrated head
-                row["validation_log_loss"] = _log_loss(predictions, val_y)
+        for setting in hyper_parameter_grid(task):
+            predictions = predict_from_embeddings(TrainedHead(task, "linear", labels, fit(setting), None), val_x)
+            row = {**setting, "score": objective_score(metric, predictions, val_y, len(labels or []))}
+            if task == CLASSIFICATION:  # ties on the metric go to the better-calibrated head
+                row["log_loss"] = _log_loss(predictions, val_y)
             search.append(row)
-            log(f"linear: {strength_name}={strength:g} " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
-                                                                      if k.startswith("validation_")))
-        if task == CLASSIFICATION:
-            best = max(search, key=lambda r: (r["validation_macro-F1"], -r["validation_log_loss"]))[strength_name]
-        else:
-            best = min(search, key=lambda r: r["validation_MAE"])[strength_name]
+            log(f"linear: {setting} validation {metric} {abs(row['score']):.4f}")
+        best = {k: v for k, v in choose(search).items() if k not in ("score", "log_loss")}
     else:
-        best = DEFAULT_LOGISTIC_C if task == CLASSIFICATION else DEFAULT_RIDGE_ALPHA
+        best = default_hyper_parameters(task)
     tensors = fit(best)
-    info = {"hyper_parameters": {strength_name: best, "class_weight": "balanced" if labels else None},
-            "search": search, "train_seconds": round(time.monotonic() - start, 3), "n_train": int(len(y)),
+    info = {"hyper_parameters": best, "metric": metric, "search": search,
+            "train_seconds": round(time.monotonic() - start, 3), "n_train": int(len(y)),
             "n_validation": int(len(validation[1])) if validation is not None else 0, "seed": seed,
             "device": "cpu", "precision": "fp64"}
-    log(f"linear: {strength_name}={best:g} trained on {len(y)} rows in {info['train_seconds']:.1f} s")
+    log(f"linear: {best} trained on {len(y)} rows in {info['train_seconds']:.1f} s")
     return TrainedHead(task, "linear", labels, tensors, None, info)
+
+
+def hyper_parameter_grid(task: str) -> list[dict]:
+    """Every setting ``fit_linear`` searches: C x class weighting (classification) or alpha (regression)."""
+    if task == CLASSIFICATION:
+        return [{"C": c, "class_weight": w} for w in CLASS_WEIGHTS for c in LOGISTIC_C_GRID]
+    return [{"alpha": alpha} for alpha in RIDGE_ALPHA_GRID]
+
+
+def default_hyper_parameters(task: str) -> dict:
+    if task == CLASSIFICATION:
+        return {"C": DEFAULT_LOGISTIC_C, "class_weight": None}
+    return {"alpha": DEFAULT_RIDGE_ALPHA}
+
+
+def choose(search: list[dict]) -> dict:
+    """The best row of a search: highest "score" (``objective_score``), ties to the lower "log_loss" (the
+    better-calibrated head), remaining ties to the earlier row (stronger regularisation first in the grid)."""
+    return max(search, key=lambda r: (r["score"], -r.get("log_loss", 0.0)))
 
 
 def _validation_targets(task, targets, labels):
@@ -197,10 +250,6 @@ def _validation_targets(task, targets, labels):
     if unknown:
         raise ValueError(f"validation row {unknown[0][0]}: target {unknown[0][1]!r} is not one of {labels}")
     return np.array([index[t] for t in targets], dtype=np.int64)
-
-
-def _score_name(task):
-    return "macro-F1" if task == CLASSIFICATION else "MAE"
 
 
 def predict_from_embeddings(head: TrainedHead, embeddings: np.ndarray) -> np.ndarray:
@@ -215,10 +264,11 @@ def predict_from_embeddings(head: TrainedHead, embeddings: np.ndarray) -> np.nda
     return (logits[:, 0].double() * head.tensors["target_scale"] + head.tensors["target_mean"]).numpy()
 
 
-def threshold_for_precision(probabilities: np.ndarray, true_index: np.ndarray,
-                            min_precision: float) -> float | None:
+def threshold_for_precision(probabilities: np.ndarray, true_index: np.ndarray, min_precision: float,
+                            z: float = PRECISION_BOUND_Z) -> float | None:
     """The smallest threshold t on the max probability such that the rows with max-prob >= t are predicted
-    (argmax) with precision >= min_precision on this data; None when no threshold reaches it."""
+    (argmax) with a precision whose Wilson lower bound (``z`` standard errors; 0: the precision itself) is
+    >= min_precision on this data; None when no threshold reaches it."""
     probabilities, true_index = np.asarray(probabilities), np.asarray(true_index)
     if len(probabilities) == 0:
         return None
@@ -226,11 +276,22 @@ def threshold_for_precision(probabilities: np.ndarray, true_index: np.ndarray,
     correct = probabilities.argmax(axis=1) == true_index
     order = np.argsort(-confidence, kind="stable")
     confidence, correct = confidence[order], correct[order]
-    precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
+    precision = wilson_lower_bound(np.cumsum(correct), np.arange(1, len(correct) + 1), z)
     # a threshold keeps every row tied with it: only the last row of each run of equal confidences is a cut
     last_of_tie = np.append(confidence[1:] != confidence[:-1], True)
     reaching = np.flatnonzero(last_of_tie & (precision >= min_precision))
     return float(confidence[reaching[-1]]) if len(reaching) else None
+
+
+def wilson_lower_bound(successes, trials, z: float):
+    """Wilson score interval's lower end of successes / trials (z = 0: the plain proportion)."""
+    successes, trials = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    p = successes / trials
+    if z == 0:
+        return p
+    centre = p + z * z / (2 * trials)
+    spread = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return (centre - spread) / (1 + z * z / trials)
 
 
 def _forked_rng(device):
@@ -305,14 +366,17 @@ def finetune(engine, texts: list[str], targets: Sequence, task: str, *, labels: 
              validation: tuple[list[str], Sequence] | None = None,
              log: Callable[[str], None] | None = None, head_learning_rate: float | None = None,
              max_length: int | None = None, device=None, embeddings: np.ndarray | None = None,
-             validation_embeddings: np.ndarray | None = None) -> TrainedHead:
-    """The encoder of `engine` and a linear head trained together (cross-entropy with balanced class weights,
-    or MSE on standardised targets). With `validation`, the epoch with the best validation score is kept.
+             validation_embeddings: np.ndarray | None = None, metric: str | None = None,
+             probe_hyper_parameters: dict | None = None) -> TrainedHead:
+    """The encoder of `engine` and a linear head trained together (cross-entropy, class-weighted as the linear
+    probe chose, or MSE on standardised targets). With `validation`, the epoch with the best `metric` is kept;
+    `probe_hyper_parameters` fixes the probe's (else it searches them on `validation`).
     max_length truncates training texts further than the engine does (faster on CPU); device defaults to
     the engine's; embeddings / validation_embeddings are engine.encode() vectors of the texts when the caller
     has them already (the linear probe that starts the head needs them)."""
     log = log or (lambda message: None)
     start = time.monotonic()
+    metric = check_metric(task, metric)
     device = torch.device(device) if device is not None else engine.device
     y, labels = _check_task(task, targets, labels)
     if epochs < 1 or batch_size < 1 or learning_rate <= 0:
@@ -331,8 +395,10 @@ def finetune(engine, texts: list[str], targets: Sequence, task: str, *, labels: 
     frozen = embeddings if embeddings is not None else engine.encode(texts).vectors
     if validation is not None and validation_embeddings is None:
         validation_embeddings = engine.encode(validation[0]).vectors
-    probe = fit_linear(frozen, targets, task, labels=labels, seed=seed,
+    probe = fit_linear(frozen, targets, task, labels=labels, seed=seed, metric=metric,
+                       hyper_parameters=probe_hyper_parameters,
                        validation=(validation_embeddings, validation[1]) if validation else None)
+    class_weighting = probe.info["hyper_parameters"].get("class_weight")
     mean, scale = _target_scaling(y) if task == REGRESSION else (None, None)
 
     with _forked_rng(device):
@@ -345,7 +411,7 @@ def finetune(engine, texts: list[str], targets: Sequence, task: str, *, labels: 
         if task == CLASSIFICATION:
             counts = np.bincount(y, minlength=len(labels))
             class_weight = torch.tensor(len(y) / (len(labels) * counts), dtype=torch.float32, device=device)
-            loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight)
+            loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight if class_weighting == "balanced" else None)
             train_targets = torch.tensor(y, dtype=torch.long)
         else:
             loss_fn = torch.nn.MSELoss()
@@ -380,15 +446,15 @@ def finetune(engine, texts: list[str], targets: Sequence, task: str, *, labels: 
             entry = {"epoch": epoch, "loss": float(np.mean(losses))}
             if val_ids is not None:
                 val_head = TrainedHead(task, "finetune", labels, _current_head(head, mean, scale), None)
-                score = _validation_score(task, predict_from_embeddings(
+                score = objective_score(metric, predict_from_embeddings(
                     val_head, _embed_for_validation(model, val_ids, device)), val_y, len(labels or []))
-                entry["validation_" + _score_name(task)] = abs(score)
+                entry["validation_" + metric] = abs(score)
                 if score > best_score:
                     best_score, best_epoch = score, epoch
                     best_state = _cpu_state(model), _current_head(head, mean, scale)
             history.append(entry)
             log(f"finetune: epoch {epoch}/{epochs} loss {entry['loss']:.4f}"
-                + (f" validation {_score_name(task)} {entry['validation_' + _score_name(task)]:.4f}"
+                + (f" validation {metric} {entry['validation_' + metric]:.4f}"
                    if val_ids is not None else "") + f" ETA {_eta(start, step, total_steps):.0f} s")
     encoder_state, tensors = best_state if best_state is not None else (_cpu_state(model),
                                                                          _current_head(head, mean, scale))
@@ -396,7 +462,7 @@ def finetune(engine, texts: list[str], targets: Sequence, task: str, *, labels: 
                                  "head_learning_rate": head_learning_rate, "batch_size": batch_size,
                                  "max_length": max_length or engine.max_seq_length, "warmup_share": WARMUP_SHARE,
                                  "weight_decay": WEIGHT_DECAY, "head_init": "linear probe",
-                                 "class_weight": "balanced" if labels else None},
+                                 "class_weight": class_weighting, "metric": metric},
             "best_epoch": best_epoch, "history": history, "train_seconds": round(time.monotonic() - start, 3),
             "n_train": int(len(ids)), "n_validation": int(len(val_ids)) if val_ids is not None else 0,
             "seed": seed, "device": str(device), "precision": "bf16 autocast" if device.type == "cuda" else "fp32",

@@ -131,7 +131,11 @@ class Head(_Strict):
     zero_shot: str | None = None  # a label set with the same labels: the zero-shot reference to beat
     method: Literal["linear", "finetune"] = "linear"  # linear: on cached embeddings; finetune: encoder + head
     train_window_days: int = Field(default=365, ge=1)  # labelled rows of the last N days train and evaluate
-    evaluation_share: float = Field(default=0.2, gt=0, lt=1)  # the latest share of the window: evaluation only
+    # the latest share of the window that the rolling-origin backtest predicts (each fold trained on older rows)
+    evaluation_share: float = Field(default=0.5, gt=0, lt=1)
+    # The one objective that picks hyper-parameters, the abstention threshold and promotion: accuracy | macro_f1 |
+    # balanced_accuracy for classification (default accuracy), mae for regression (the default).
+    metric: Literal["accuracy", "macro_f1", "balanced_accuracy", "mae"] | None = None
     min_precision: float | None = Field(default=None, gt=0, le=1)  # classification: abstain below (default 0.8)
     interval: float = Field(default=0.9, gt=0, lt=1)  # regression: coverage of the prediction interval
     epochs: int = Field(default=3, ge=1, le=100)  # finetune
@@ -147,6 +151,9 @@ class Head(_Strict):
             for name in ("classes", "zero_shot", "min_precision"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} is for classification heads; this head's task is regression")
+        if (self.metric == "mae") != (self.task == "regression") and self.metric is not None:
+            raise ValueError(f"metric {self.metric!r} does not fit a {self.task} head: use "
+                             + ("mae" if self.task == "regression" else "accuracy, macro_f1 or balanced_accuracy"))
         if self.classes is not None:
             if len(self.classes) < 2:
                 raise ValueError(f"classes: give at least two classes, got {list(self.classes)}")
@@ -160,6 +167,11 @@ class Head(_Strict):
                                          f"{label!r}")
                     seen[str(value)] = label
         return self
+
+    @property
+    def objective(self) -> str:
+        """The metric the head is selected, calibrated and promoted by."""
+        return self.metric or ("accuracy" if self.task == "classification" else "mae")
 
     @property
     def precision_target(self) -> float | None:

@@ -33,7 +33,7 @@ def test_evaluate_matches_a_hand_computation():
     # test: predictions 0, 1, 1, 0; truth 0, 1, 0, 0 -> accuracy 3/4; rows at >= .8: first two, both right
     p_test = np.array([[0.95, 0.05], [0.15, 0.85], [0.3, 0.7], [0.55, 0.45]])
     y_test = np.array([0, 1, 0, 0])
-    figures = quality.evaluate(p_val, y_val, p_test, y_test, n_classes=2, min_precision=0.9)
+    figures = quality.evaluate(p_val, y_val, p_test, y_test, n_classes=2, min_precision=0.9, z=0)
     assert figures["threshold"] == 0.8
     assert figures["accuracy"] == 0.75 and figures["coverage"] == 0.5 and figures["precision_covered"] == 1.0
     # macro-F1: class 0 has tp 2, fp 0, fn 1 -> 0.8; class 1 tp 1, fp 1, fn 0 -> 2/3

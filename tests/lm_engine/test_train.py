@@ -55,8 +55,9 @@ def test_fit_linear_is_deterministic_and_picks_c_on_validation():
     assert first.tensors["weight"].shape == (3, 16) and first.tensors["bias"].shape == (3,)
     for name in first.tensors:
         assert torch.equal(first.tensors[name], second.tensors[name])
-    assert len(first.info["search"]) == len(train.LOGISTIC_C_GRID)
+    assert len(first.info["search"]) == len(train.LOGISTIC_C_GRID) * len(train.CLASS_WEIGHTS)
     assert first.info["hyper_parameters"]["C"] in train.LOGISTIC_C_GRID
+    assert first.info["hyper_parameters"]["class_weight"] in train.CLASS_WEIGHTS and first.info["metric"] == "accuracy"
     probabilities = train.predict_from_embeddings(first, val_x)
     assert probabilities.shape == (100, 3) and np.allclose(probabilities.sum(axis=1), 1)
 
@@ -77,7 +78,7 @@ def test_binary_logistic_becomes_a_two_row_softmax():
     head = train.fit_linear(x, y, train.CLASSIFICATION)
     from sklearn.linear_model import LogisticRegression
 
-    reference = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(x.astype(np.float64), y)
+    reference = LogisticRegression(C=1.0, max_iter=5000).fit(x.astype(np.float64), y)
     assert head.tensors["weight"].shape == (2, 16)
     assert np.allclose(train.predict_from_embeddings(head, x), reference.predict_proba(x), atol=1e-5)
 
@@ -107,14 +108,18 @@ def test_threshold_for_precision_matches_a_hand_computation():
     probabilities = np.array([[0.95, 0.05], [0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.45, 0.55]])
     truth = np.array([0, 1, 1, 1, 0, 0])
     # cumulative precision: 1/1, 2/2, 2/3, 3/4, 4/5, 4/6
-    assert train.threshold_for_precision(probabilities, truth, 1.0) == 0.9
-    assert train.threshold_for_precision(probabilities, truth, 0.8) == 0.6
-    assert train.threshold_for_precision(probabilities, truth, 0.75) == 0.6
-    assert train.threshold_for_precision(probabilities, truth, 0.5) == 0.55
-    assert train.threshold_for_precision(probabilities[[2]], truth[[2]], 0.5) is None
+    assert train.threshold_for_precision(probabilities, truth, 1.0, z=0) == 0.9
+    assert train.threshold_for_precision(probabilities, truth, 0.8, z=0) == 0.6
+    assert train.threshold_for_precision(probabilities, truth, 0.75, z=0) == 0.6
+    assert train.threshold_for_precision(probabilities, truth, 0.5, z=0) == 0.55
+    assert train.threshold_for_precision(probabilities[[2]], truth[[2]], 0.5, z=0) is None
+    # Wilson lower bounds at z=1: 1/1 .500, 2/2 .667, 2/3 .386, 3/4 .500, 4/5 .579, 4/6 < .5: only 2/2 reaches .6
+    assert train.threshold_for_precision(probabilities, truth, 0.6, z=0) == 0.55
+    assert train.threshold_for_precision(probabilities, truth, 0.6, z=1) == 0.9
+    assert train.wilson_lower_bound(4, 5, 1.0) == pytest.approx(0.5792, abs=1e-4)
     # a tie at .8 cannot be split: both rows are kept or both dropped (1/2 < .9)
     tied = np.array([[0.8, 0.2], [0.2, 0.8]])
-    assert train.threshold_for_precision(tied, np.array([0, 0]), 0.9) is None
+    assert train.threshold_for_precision(tied, np.array([0, 0]), 0.9, z=0) is None
 
 
 def test_safetensors_round_trip_is_exact_for_linear_heads():
@@ -149,7 +154,7 @@ def test_finetune_is_deterministic_and_leaves_the_engine_alone(engine, finetuned
     assert not engine.model.training
     history = finetuned.info["history"]
     assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["loss"])
-    assert "validation_macro-F1" in history[0] and finetuned.info["device"] == "cpu"
+    assert "validation_accuracy" in history[0] and finetuned.info["device"] == "cpu"
 
 
 def test_finetune_moves_the_encoder_and_head_engine_serves_it(engine, finetuned):

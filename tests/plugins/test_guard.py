@@ -287,8 +287,7 @@ def test_the_ood_reference_is_the_promoted_heads_training_rows_and_regression_pr
         assert (result.decision, result.version) == ("promoted", 1), result.reason
     cards = dict(query(shop, "select head, card from insights.models where pipeline = 'feedback'"))
     stored = cards["liked"]["ood_reference"]
-    assert stored["rows"] == stored["of"] == cards["liked"]["evaluation_split"]["train_rows"] + \
-        cards["liked"]["evaluation_split"]["validation_rows"] and stored["threshold"] > 0
+    assert stored["rows"] == stored["of"] == cards["liked"]["train_rows"] and stored["threshold"] > 0
     assert cards["stars_hat"]["prediction_range"] == pytest.approx(
         {"min": 0.6, "max": 5.4, "margin": 0.1, "train_min": 1, "train_max": 5})
 

@@ -126,8 +126,7 @@ def test_recorded_outcomes_the_head_contradicts_are_flagged_with_evidence_and_le
     assert "inconsistent_excluded" not in cards["liked"]
     excluded = cards["liked_consistent"]["inconsistent_excluded"]
     assert len(planted_old) - 2 <= excluded <= len(planted_old) + 3, "most planted rows, and few others"
-    assert cards["liked_consistent"]["evaluation_split"]["train_rows"] == (
-        cards["liked"]["evaluation_split"]["train_rows"] - excluded)
+    assert cards["liked_consistent"]["training"]["n_train"] == cards["liked"]["training"]["n_train"] - excluded
 
     planted = contradictions(DAYS[2], DAYS[2].toordinal() * 1000 + 900)
     put_day(shop, DAYS[2], reviews(DAYS[2], 0.2, seed=2) + planted)

@@ -35,7 +35,7 @@ def reviews_spec(**head_changes) -> PipelineSpec:
     raw = yaml.safe_load(SPEC_FILE.read_text())
     raw["lm"]["attributions"] = False
     raw["lm"]["heads"][HEAD] |= head_changes
-    raw["lm"]["heads"][SCORE] = {"task": "regression", "target": "rating", "evaluation_share": 0.3}
+    raw["lm"]["heads"][SCORE] = {"task": "regression", "target": "rating"}
     return PipelineSpec.model_validate(raw)
 
 
@@ -71,7 +71,7 @@ def promoted(warehouse, engine) -> training.TrainResult:
     assert (result.decision, result.version) == ("promoted", 1), result.reason
     score = training.train_head(reviews_spec(), warehouse, SCORE, engine=engine)
     assert (score.decision, score.version) == ("promoted", 1), score.reason
-    assert score.metrics["candidate"]["mae"] < score.metrics["mean"]["mae"]
+    assert score.metrics["candidate"]["mae"] < score.metrics["best constant"]["mae"]
     return result
 
 
@@ -120,18 +120,24 @@ def test_a_run_without_a_promoted_head_succeeds_and_says_so(warehouse):
 
 def test_the_head_trains_deterministically_and_beats_majority_and_zero_shot(warehouse, engine, promoted):
     metrics = promoted.metrics
-    assert metrics["candidate"]["accuracy"] > metrics["majority"]["accuracy"]
-    assert metrics["candidate"]["accuracy"] > metrics["zero_shot"]["accuracy"]
+    for reference in ("best constant", "persistence", "zero-shot"):  # beyond noise, on the same backtest rows
+        assert metrics["comparisons"][reference]["better"], reference
+        assert metrics["candidate"]["accuracy"] > metrics[reference]["accuracy"]
     (card,), = query(warehouse, "select card from insights.models where pipeline = 'customer_reviews' and "
                                 "head = %s and version = 1", (HEAD,))
-    split = card["evaluation_split"]
-    assert split["train_until"] < split["evaluation_from"]  # evaluation rows are later than every training row
+    folds = card["backtest"]["folds"]
+    assert [f["train_rows"] for f in folds] == sorted({f["train_rows"] for f in folds})  # rolling origins
+    for fold, later in zip(folds, folds[1:]):
+        assert fold["test_until"] <= later["test_from"] and later["train_rows"] == fold["train_rows"] + fold["test_rows"]
+    assert card["backtest"]["rows"] == sum(f["test_rows"] for f in folds) == metrics["rows"]
     assert card["labels"] == ["negative", "neutral", "positive"] and card["encoder_key"] == engine.model_key
 
     unchanged = training.train_head(reviews_spec(), warehouse, HEAD, engine=engine)
     assert unchanged.decision == "skipped"  # same rows, same settings: nothing new to learn
     again = training.train_head(reviews_spec(), warehouse, HEAD, training.TrainOptions(force=True), engine=engine)
-    assert again.decision == "rejected" and "does not beat promoted v1" in again.reason  # a tie is no progress
+    # v1 was refit on every row of the window: no row is newer than its training, so nothing can show it worse
+    assert again.decision == "rejected" and "could not compare with promoted v1" in again.reason
+    assert "keeping it" in again.reason
     first, second = (from_safetensors(bytes(w)) for (w,) in query(
         warehouse, "select weights from insights.models where pipeline = 'customer_reviews' and head = %s and "
                    "version in (1, %s) order by version", (HEAD, again.version)))
@@ -152,15 +158,12 @@ def test_promotion_refuses_a_head_trained_on_shuffled_labels(warehouse, engine, 
         return real_fit(embeddings, shuffled, task, **kwargs)
 
     monkeypatch.setattr(train, "fit_linear", fit_on_shuffled_labels)
-    result = training.train_head(reviews_spec(), warehouse, HEAD, training.TrainOptions(force=True), engine=engine)
-    assert result.decision == "rejected"
-    assert result.metrics["candidate"]["accuracy"] < result.metrics["promoted"]["accuracy"]
-    assert result.metrics["promoted"] == promoted.metrics["candidate"]  # the same evaluation set for both
-    assert models.promoted_versions(warehouse, reviews_spec())[HEAD] == 1
-    (decision, reason), = query(warehouse, "select decision, reason from insights.models where pipeline = "
-                                           "'customer_reviews' and head = %s and version = %s",
-                                (HEAD, result.version))
-    assert decision == "rejected" and "promoted v1" in reason
+    spec = reviews_spec().model_copy(update={"name": "reviews_shuffled"})  # no promoted version to hide behind
+    card = train_on_rows_of_customer_reviews(spec, warehouse, engine)
+    assert card["decision"] == "rejected"
+    assert not card["metrics"]["comparisons"]["best constant"]["better"]
+    assert "is not better beyond noise than best constant" in card["reason"]
+    assert models.promoted_versions(warehouse, spec) == {}
 
 
 def test_a_failed_training_run_leaves_the_promoted_head_in_place(warehouse, engine, promoted, monkeypatch):
@@ -200,7 +203,7 @@ def test_a_training_process_killed_while_storing_leaves_the_promoted_head_in_pla
     assert models.promoted_versions(warehouse, reviews_spec())[HEAD] == 1
 
 
-def test_uncertain_coverage_follows_min_precision_on_the_evaluation_set(warehouse, engine):
+def test_uncertain_coverage_follows_min_precision_measured_on_rows_that_did_not_set_it(warehouse, engine):
     cards = {}
     for min_precision in (0.6, 0.97):
         spec = reviews_spec(min_precision=min_precision).model_copy(
@@ -210,8 +213,8 @@ def test_uncertain_coverage_follows_min_precision_on_the_evaluation_set(warehous
     for min_precision, card in cards.items():
         published = card["metrics"]["candidate_published"]
         assert card["min_precision"] == min_precision
-        if published["answered"]:
-            assert published["accuracy"] >= min_precision
+        # the first fold has no earlier rows to set its threshold: the published figures leave it out
+        assert published["rows"] == card["backtest"]["rows"] - card["backtest"]["folds"][0]["test_rows"]
     assert loose["threshold"] <= (strict["threshold"] if strict["threshold"] is not None else 1.0)
     assert strict["metrics"]["candidate_published"]["coverage"] <= loose["metrics"]["candidate_published"]["coverage"]
     assert loose["metrics"]["candidate_published"]["coverage"] > 0
@@ -343,12 +346,12 @@ def test_a_regression_head_predicts_with_an_interval_and_is_measured(isolated, e
 
 def test_a_finetuned_head_stores_its_encoder_and_a_worker_loads_it(warehouse, engine, monkeypatch):
     """One small fine-tune (1 epoch, few rows) on CPU: the encoder travels through the table too."""
-    spec = reviews_spec(min_rows=30).model_copy(update={"name": "reviews_finetuned"})
-    monkeypatch.setattr(training, "split_by_time", lambda rows, share: (list(range(40)), list(range(40, 60))))
+    spec = reviews_spec(min_rows=30, evaluation_share=0.3).model_copy(update={"name": "reviews_finetuned"})
+    monkeypatch.setattr(training, "BACKTEST_FOLDS", 2)  # 3 fine-tunes: 2 folds and the refit on every row
     card = train_on_rows_of_customer_reviews(spec, warehouse, engine, training.TrainOptions(
         method="finetune", epochs=1, window_days=1))
     assert card["method"] == "finetune" and card["encoder_key"].startswith(f"{engine.name}+finetune@")
-    assert card["evaluation_split"]["evaluation_rows"] == 20
+    assert len(card["backtest"]["folds"]) == 2 and card["training"]["n_train"] == card["train_rows"]
     models._LOADED.clear()  # as a fresh worker: everything from the table
     loaded = models.load_head(warehouse, spec, HEAD, card["version"])
     assert loaded.head.encoder_state is not None
@@ -383,3 +386,51 @@ def test_a_head_trained_on_another_model_is_left_out_of_the_run():
     mine = models.LoadedHead("mine", 1, {"base_model_key": "all-MiniLM-L6-v2@abc"}, head=None)
     other = models.LoadedHead("other", 3, {"base_model_key": "bge-small@def"}, head=None)
     assert heads_for(reviews_spec(), engine, {"mine": mine, "other": other}) == {"mine": mine}
+
+
+def test_the_published_head_is_refit_on_every_labelled_row_of_the_window(warehouse, engine, promoted):
+    from lm_engine import train
+
+    spec = reviews_spec()
+    with psycopg.connect(warehouse) as conn:
+        rows = training.labelled_rows(spec, conn, HEAD, 365, engine.model_key)
+        labelled = conn.execute("select count(*) from insights.customer_reviews_rows where rating between 1 and 5 "
+                                "and partition_start < %s", (dt.datetime.combine(
+                                    START + dt.timedelta(days=3), dt.time(0), dt.timezone.utc),)).fetchone()[0]
+    (weights, card), = query(warehouse, "select weights, card from insights.models where pipeline = "
+                                        "'customer_reviews' and head = %s and version = 1", (HEAD,))
+    assert card["train_rows"] == len(rows) == labelled  # every labelled row of days 1-3, the newest included
+    assert card["training"]["n_train"] == len(rows) and card["train_until"] == str(rows.times[-1])
+    refit = train.fit_linear(training.fill_embeddings(rows, engine, print), rows.targets, train.CLASSIFICATION,
+                             labels=card["labels"], hyper_parameters=card["backtest"]["hyper_parameters"])
+    stored = from_safetensors(bytes(weights))
+    for name, tensor in refit.tensors.items():
+        assert torch.equal(tensor, stored.tensors[name]), name
+
+
+def test_selection_calibration_and_promotion_use_the_heads_one_metric(warehouse, engine):
+    spec = reviews_spec(metric="macro_f1").model_copy(update={"name": "reviews_macro_f1"})
+    card = train_on_rows_of_customer_reviews(spec, warehouse, engine)
+    assert card["metric"] == card["training"]["metric"] == card["metrics"]["objective"] == "macro_f1"
+    chosen = max(card["training"]["search"], key=lambda r: (r["score"], -r["log_loss"]))
+    assert {k: chosen[k] for k in ("C", "class_weight")} == card["backtest"]["hyper_parameters"]
+    assert card["metrics"]["candidate"]["objective"] == pytest.approx(chosen["score"])
+    assert card["metrics"]["candidate"]["objective"] == pytest.approx(card["metrics"]["candidate"]["macro_f1"])
+    assert {c["metric"] for c in card["metrics"]["comparisons"].values()} == {"macro_f1"}
+    assert card["reason"].startswith("backtest macro_f1 ")
+
+
+def test_a_backfilled_training_day_is_not_reported_as_held_out(isolated, engine, promoted):
+    warehouse = isolated
+    day = START + dt.timedelta(days=2)  # v1 trained on days 1-3
+    record = run_partition(reviews_spec(), warehouse, warehouse, Partition.day(day), engine=engine)
+    start = dt.datetime.combine(day, dt.time(0), dt.timezone.utc)
+    models_measured = {model for (model,) in query(
+        warehouse, "select model from insights.customer_reviews_quality where partition_start = %s and head = %s",
+        (start, HEAD))}
+    assert models_measured == {"zero_shot"}  # the head's own figures would be on rows it learned from
+    found = record.quality[HEAD]
+    assert found["rows_in_training_window"] > 0 and found["rows"] == 0
+    (summary,), = query(warehouse, "select summary from insights.customer_reviews_summaries where "
+                                   "partition_start = %s", (start,))
+    assert f"rows with a rating in this partition are inside its training window" in summary

@@ -1,7 +1,7 @@
 """What heads share between training, inference and the per-run quality: target classes, outputs, metrics.
 
 A classification head publishes ``<head>_label`` (``uncertain`` below the probability threshold that reached the
-head's ``min_precision`` on its evaluation set), ``<head>_probability``, ``<head>_margin`` (to the runner-up) and
+head's ``min_precision`` on its out-of-fold backtest rows, see ``learn.backtest``), ``<head>_probability``, ``<head>_margin`` (to the runner-up) and
 ``<head>_entropy`` (normalized entropy of the class probabilities, see ``guard.flags``);
 a regression head ``<head>_prediction`` with ``<head>_prediction_low`` / ``_high`` from evaluation residuals.
 """
@@ -99,23 +99,28 @@ def predict_rows(loaded, base_engine, texts: list[str], base_vectors: np.ndarray
     return regression_outputs(predicted, card["residual_low"], card["residual_high"])
 
 
-def classification_metrics(true: Sequence[str], predicted: Sequence[str]) -> dict:
-    """Accuracy and macro-F1 on the answered rows (prediction not ``uncertain``), coverage, confusion counts."""
-    answered = [(t, p) for t, p in zip(true, predicted) if p != UNCERTAIN]
+def classification_metrics(true: Sequence[str], predicted: Sequence[str],
+                           labels: Sequence[str] | None = None) -> dict:
+    """Accuracy on the answered rows (prediction not ``uncertain``), coverage, coverage-adjusted accuracy (right
+    answers over all rows), macro-F1 over every class (``labels``, and any class seen; an abstained row is a
+    miss of its true class, so a class the head always abstains on scores F1 0), confusion counts."""
+    pairs = list(zip(true, predicted))
+    answered = [(t, p) for t, p in pairs if p != UNCERTAIN]
     right = sum(t == p for t, p in answered)
-    labels = sorted({t for t, _ in answered} | {p for _, p in answered})
+    classes = sorted(set(labels or ()) | set(true) | {p for _, p in answered})
     f1s = []
-    for label in labels:
-        tp = sum(t == label and p == label for t, p in answered)
-        fp = sum(t != label and p == label for t, p in answered)
-        fn = sum(t == label and p != label for t, p in answered)
+    for label in classes:
+        tp = sum(t == label and p == label for t, p in pairs)
+        fp = sum(t != label and p == label for t, p in pairs)
+        fn = sum(t == label and p != label for t, p in pairs)
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     confusion: dict[str, dict[str, int]] = {}
-    for (t, p), n in sorted(Counter(zip(true, predicted)).items()):
+    for (t, p), n in sorted(Counter(pairs).items()):
         confusion.setdefault(t, {})[p] = n
     return {"rows": len(true), "answered": len(answered), "right": right,
             "coverage": len(answered) / len(true) if true else None,
             "accuracy": right / len(answered) if answered else None,
+            "coverage_adjusted_accuracy": right / len(true) if true else None,
             "macro_f1": sum(f1s) / len(f1s) if f1s else None, "confusion": confusion}
 
 

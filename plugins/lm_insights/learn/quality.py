@@ -1,7 +1,8 @@
 """Per-run quality: where a partition's rows carry a head's target, measure the published head outputs on them.
 
 Next to the head: the majority class (classification) or the training mean (regression) of the promoted version's
-training rows, and the zero-shot label set the head names. The figures go to staging ``quality`` (loaded into
+training rows, and the zero-shot label set the head names. Rows inside the head's training window (a backfill of a
+day it was trained on) are counted apart and left out of the head's figures: they are not held-out quality. The figures go to staging ``quality`` (loaded into
 ``<pipeline>_quality`` with the other insight tables), to ``runs.quality`` and to the summary.
 """
 
@@ -27,35 +28,48 @@ def measure(spec: PipelineSpec, conn, partition: Partition, versions: dict[str, 
     measured = {}
     for name, head in spec.lm.heads.items():
         version, card = versions.get(name), cards.get(name)
+        until = training_until(card)
+        # true when the row's time is inside the head's training window: the head has seen it
+        trained_on = sql.SQL("{}::timestamptz <= %(until)s::timestamptz").format(
+            sql.Identifier(spec.source.partition_column)) if until else sql.SQL("false")
+        output = sql.Identifier(f"{name}_label" if head.task == "classification" else f"{name}_prediction")
+        zero_shot = sql.Identifier(f"{head.zero_shot}_label") if head.zero_shot else sql.NULL
+        found = conn.execute(sql.SQL("select {t}, {p}, {z}, {trained_on} from {rows} where {t} is not null "
+                                     "order by _row_number")
+                             .format(t=sql.Identifier(head.target), p=output, z=zero_shot, trained_on=trained_on,
+                                     rows=rows_table), {"until": until}).fetchall()
+        found = [(heads.target_of(head, t), p, z, seen) for t, p, z, seen in found]
+        found = [row for row in found if row[0] is not None]
+        held_out = [row for row in found if not row[3]]
+        results = {}
         if head.task == "classification":
-            zero_shot = sql.Identifier(f"{head.zero_shot}_label") if head.zero_shot else sql.NULL
-            found = conn.execute(sql.SQL("select {t}, {p}, {z} from {rows} where {t} is not null order by _row_number")
-                                 .format(t=sql.Identifier(head.target), p=sql.Identifier(f"{name}_label"),
-                                         z=zero_shot, rows=rows_table)).fetchall()
-            labelled = [(heads.class_of(head, t), p, z) for t, p, z in found]
-            labelled = [(t, p, z) for t, p, z in labelled if t is not None]
-            true = [t for t, _, _ in labelled]
-            results = {}
+            true = [t for t, _, _, _ in held_out]
+            labels = card.get("labels") if card else None
             if card and true:
-                results["head"] = heads.classification_metrics(true, [p or heads.UNCERTAIN for _, p, _ in labelled])
-                results["majority"] = heads.classification_metrics(true, [card["majority_class"]] * len(true))
-            if head.zero_shot and true:
-                results["zero_shot"] = heads.classification_metrics(true, [z or heads.UNCERTAIN
-                                                                           for _, _, z in labelled])
+                results["head"] = heads.classification_metrics(
+                    true, [p or heads.UNCERTAIN for _, p, _, _ in held_out], labels)
+                results["majority"] = heads.classification_metrics(true, [card["majority_class"]] * len(true),
+                                                                    labels)
+            if head.zero_shot and found:
+                results["zero_shot"] = heads.classification_metrics([t for t, _, _, _ in found],
+                                                                    [z or heads.UNCERTAIN for _, _, z, _ in found])
         else:
-            found = conn.execute(sql.SQL("select {t}, {p} from {rows} where {t} is not null order by _row_number")
-                                 .format(t=sql.Identifier(head.target), p=sql.Identifier(f"{name}_prediction"),
-                                         rows=rows_table)).fetchall()
-            pairs = [(heads.target_of(head, t), p) for t, p in found]
-            pairs = [(t, p) for t, p in pairs if t is not None and p is not None]
+            pairs = [(t, p) for t, p, _, _ in held_out if p is not None]
             true = [t for t, _ in pairs]
-            results = {}
             if card and true:
                 results["head"] = heads.regression_metrics(true, [p for _, p in pairs])
                 results["mean"] = heads.regression_metrics(true, [card["train_mean"]] * len(true))
         measured[name] = {"version": version if card else None, "target": head.target, "rows": len(true),
+                          "rows_in_training_window": len(found) - len(held_out), "trained_until": until,
                           "models": results}
     return measured
+
+
+def training_until(card: dict | None) -> str | None:
+    """The time of the newest row the head version was trained on (older cards: their evaluation's end)."""
+    if not card:
+        return None
+    return card.get("train_until") or (card.get("evaluation_split") or {}).get("evaluation_until")
 
 
 def build_quality(spec: PipelineSpec, conn, partition: Partition, versions: dict[str, int]) -> dict[str, dict]:
@@ -91,7 +105,11 @@ def sentences(spec: PipelineSpec, measured: dict[str, dict]) -> list[str]:
                          f"`lm-insights train {spec.name}` or the {spec.name}__train DAG.{extra}")
             continue
         measured_head = results.get("head")
-        if measured_head is None:
+        if measured_head is None and found.get("rows_in_training_window"):
+            parts.append(f"{name} (head v{found['version']}): the {found['rows_in_training_window']} rows with a "
+                         f"{target} in this partition are inside its training window (up to "
+                         f"{found['trained_until']}): not measured, as they are not held out.")
+        elif measured_head is None:
             parts.append(f"{name} (head v{found['version']}): no rows with a {target} in this partition to "
                          "measure it on.")
         elif head.task == "classification":
@@ -99,7 +117,9 @@ def sentences(spec: PipelineSpec, measured: dict[str, dict]) -> list[str]:
             if measured_head["answered"]:
                 sentence = (f"{name} (head v{found['version']}): {_percent(measured_head['accuracy'])} right on "
                             f"the {measured_head['answered']} of {measured_head['rows']} rows with a {target} it "
-                            f"labelled; {abstained:.0%} abstained")
+                            f"labelled; {abstained:.0%} abstained, so "
+                            f"{_percent(measured_head['coverage_adjusted_accuracy'])} of all those rows are "
+                            "labelled right")
             else:
                 sentence = (f"{name} (head v{found['version']}): abstained on all {measured_head['rows']} rows "
                             f"with a {target}")
@@ -121,6 +141,7 @@ def sentences(spec: PipelineSpec, measured: dict[str, dict]) -> list[str]:
 def run_figures(measured: dict[str, dict]) -> dict[str, Any]:
     """What ``runs.quality`` keeps: per head its version and each model's figures (no confusion matrices)."""
     return {name: {"version": found["version"], "rows": found["rows"],
+                   "rows_in_training_window": found.get("rows_in_training_window", 0),
                    "models": {model: {k: v for k, v in m.items() if k != "confusion"}
                               for model, m in found["models"].items()}}
             for name, found in measured.items()}

@@ -1,10 +1,11 @@
-"""Train a head from the warehouse's outcomes, evaluate it on later rows, and promote it only if it is better.
+"""Train a head from the warehouse's outcomes, backtest it over time, promote it only if it is better.
 
 Rows come from the loaded insight table ``<pipeline>_rows`` (the text the model read and the target column) with
 their embeddings from the result cache, so a ``linear`` head never encodes again. The window's rows are ordered by
-the partition column: the latest ``evaluation_share`` is the evaluation set (never trained on, and the same set
-on which the promoted version, the majority / mean baseline and zero-shot are measured); the latest part of the
-rest is the validation slice on which the trainer picks its hyper-parameters.
+the partition column and backtested by rolling origin (``learn.backtest``): hyper-parameters, the ``min_precision``
+threshold and promotion are decided on the out-of-fold predictions with the head's one metric (``Head.objective``),
+against the best constant answer on those rows, persistence, zero-shot and the promoted version (on the rows newer
+than its training window, where it can be compared at all); the published model is refit on every labelled row.
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ import numpy as np
 from psycopg import sql
 
 from lm_insights.core.values import template_version
-from lm_insights.learn import heads, models
+from lm_insights.learn import backtest, heads, models
 from lm_insights.runtime import db
 from lm_insights.spec import Head, PipelineSpec
 
 log = logging.getLogger(__name__)
 
 SEED = 0
-VALIDATION_SHARE = 0.15  # of the training part: the latest rows, for the trainer's hyper-parameters
+BACKTEST_FOLDS = 4  # rolling origins over the newest evaluation_share of the window
+MIN_COMPARED_ROWS = 20  # fewer backtest rows newer than the promoted version's window: no comparison with it
 OOD_REFERENCE_ROWS = 1000  # training embeddings kept as the guard's OOD reference (float16: 0.75 MiB at 384 dims)
 PREDICTION_RANGE_MARGIN = 0.1  # regression: the training targets' range widened by this share of it on each side
-_CODE = (Path(__file__), Path(__file__).resolve().parents[3] / "lm_engine" / "train.py")
+_CODE = (Path(__file__), Path(__file__).with_name("backtest.py"),
+         Path(__file__).resolve().parents[3] / "lm_engine" / "train.py")
 
 
 class TrainingError(ValueError):
@@ -129,18 +132,6 @@ def labelled_rows(spec: PipelineSpec, conn, name: str, window_days: int, model_k
     return LabelledRows(*(list(column) for column in zip(*kept))) if kept else LabelledRows([], [], [], [], [], [])
 
 
-def split_by_time(rows: LabelledRows, share: float) -> tuple[list[int], list[int]]:
-    """(train, evaluation) indexes: evaluation is the latest ``share`` of the rows, cut between two times when the
-    data has them (rows of one time stay on one side), else by position in (time, key) order."""
-    n = len(rows)
-    n_eval = max(1, math.ceil(share * n))
-    cutoff = rows.times[n - n_eval]
-    first_eval = rows.times.index(cutoff)
-    if first_eval == 0:  # one time for most rows: cut by position
-        first_eval = n - n_eval
-    return list(range(first_eval)), list(range(first_eval, n))
-
-
 def fingerprint(rows: LabelledRows, settings: dict[str, Any]) -> str:
     """sha256 of the training and evaluation data (row keys, text hashes, targets) and the settings."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -160,24 +151,9 @@ def fill_embeddings(rows: LabelledRows, engine, log_line) -> np.ndarray:
     return np.stack(rows.embeddings)
 
 
-def evaluate(task: str, labels: list[str] | None, predicted: np.ndarray, true: list) -> dict[str, Any]:
-    """Metrics of one model's predictions on the evaluation set (classification: argmax, every row answered)."""
-    if task == "classification":
-        return heads.classification_metrics(true, [labels[i] for i in predicted.argmax(axis=1)])
-    return heads.regression_metrics(true, predicted)
-
-
-def better(task: str, candidate: dict[str, Any], other: dict[str, Any] | None) -> bool:
-    if other is None:
-        return True
-    if task == "classification":
-        return candidate["accuracy"] > other["accuracy"]
-    return candidate["mae"] < other["mae"]
-
-
 def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptions = TrainOptions(),
                engine=None) -> TrainResult:
-    """Train one head of the spec, evaluate it against the promoted version and the baselines, store it.
+    """Train one head of the spec, backtest it against the promoted version and the baselines, store it.
 
     The new version and the promotion are written in one transaction at the very end: a run that fails or is
     killed before leaves the registry, and so the promoted head, as it was.
@@ -190,6 +166,7 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
         raise TrainingError(f"{spec.name} head {name}: method {method!r} is not one of {train.METHODS}")
     window = options.window_days or head.train_window_days
     epochs = options.epochs or head.epochs
+    metric = head.objective
 
     def say(message: str) -> None:
         log.info("%s head %s: %s", spec.name, name, message)
@@ -201,22 +178,20 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
     if len(rows) < head.min_rows:
         raise TrainingError(f"{spec.name} head {name}: {len(rows)} rows with a known {head.target} in the last "
                             f"{window} days, fewer than min_rows {head.min_rows}; run more partitions first")
-    train_index, eval_index = split_by_time(rows, head.evaluation_share)
-    train_rows, eval_rows = rows.take(train_index), rows.take(eval_index)
-    n_fit = len(train_rows) - max(1, math.ceil(VALIDATION_SHARE * len(train_rows)))
-    fit_rows, validation_rows = train_rows.take(list(range(n_fit))), train_rows.take(
-        list(range(n_fit, len(train_rows))))
+    folds = backtest.rolling_folds(rows.times, head.evaluation_share, BACKTEST_FOLDS)
     labels = None
     if head.task == "classification":
         labels = list(head.classes) if head.classes else sorted(set(rows.targets))
-        missing = [label for label in labels if label not in set(fit_rows.targets)]
+        first_training = {rows.targets[i] for i in folds[0].train}
+        missing = [label for label in labels if label not in first_training]
         if missing:
-            raise TrainingError(f"{spec.name} head {name}: no training rows of the class(es) {missing} among "
-                                f"{len(fit_rows)} rows up to {fit_rows.times[-1]}; widen the window or wait for "
-                                "more data")
+            raise TrainingError(f"{spec.name} head {name}: no rows of the class(es) {missing} among the "
+                                f"{len(folds[0].train)} oldest rows (up to {rows.times[len(folds[0].train) - 1]}) "
+                                "that the first backtest fold trains on; widen the window or wait for more data")
     settings = {"method": method, "window_days": window, "epochs": epochs if method == "finetune" else None,
                 "learning_rate": head.learning_rate if method == "finetune" else None, "labels": labels,
-                "evaluation_share": head.evaluation_share, "encoder": engine.model_key, "seed": SEED,
+                "evaluation_share": head.evaluation_share, "folds": BACKTEST_FOLDS, "metric": metric,
+                "encoder": engine.model_key, "seed": SEED,
                 **({"exclude_inconsistent": True} if head.exclude_inconsistent else {})}
     data_fingerprint = fingerprint(rows, settings)
     promoted = models.promoted_versions(conninfo, spec).get(name)
@@ -225,92 +200,186 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
         say(f"v{promoted} was trained on the same rows with the same settings; nothing to do (force retrains)")
         return TrainResult(name, "skipped", f"v{promoted} already trained on these rows with these settings",
                            promoted)
-    say(f"{len(fit_rows)} training rows ({fit_rows.times[0]} .. {fit_rows.times[-1]}), {len(validation_rows)} "
-        f"validation rows, {len(eval_rows)} evaluation rows ({eval_rows.times[0]} .. {eval_rows.times[-1]}); "
-        f"method {method}")
+    tested = backtest.backtest_index(folds)
+    say(f"{len(rows)} rows ({rows.times[0]} .. {rows.times[-1]}); rolling-origin backtest of {len(folds)} folds "
+        f"over the newest {len(tested)} rows ({rows.times[tested[0]]} ..); method {method}, metric {metric}")
 
     base = fill_embeddings(rows, engine, say)
-    train_base, eval_base = base[train_index], base[eval_index]
-    fit_rows, fit_base, excluded = without_inconsistent(head, fit_rows, train_base[:n_fit], labels, say)
-    if method == "linear":
-        trained = train.fit_linear(fit_base, fit_rows.targets, head.task, labels=labels, seed=SEED,
-                                   validation=(train_base[n_fit:], validation_rows.targets), log=say)
-    else:
-        trained = train.finetune(engine, fit_rows.texts, fit_rows.targets, head.task, labels=labels,
-                                 epochs=epochs, learning_rate=head.learning_rate, seed=SEED,
-                                 validation=(validation_rows.texts, validation_rows.targets), log=say,
-                                 embeddings=fit_base, validation_embeddings=train_base[n_fit:])
-    head_engine = train.head_engine(engine, trained)
-    eval_vectors = eval_base if method == "linear" else np.asarray(head_engine.encode(eval_rows.texts).vectors)
-    predicted = train.predict_from_embeddings(trained, eval_vectors)
-    metrics: dict[str, Any] = {"candidate": evaluate(head.task, labels, predicted, eval_rows.targets)}
-    card_extra: dict[str, Any] = {}
-    if head.task == "classification":
-        true_index = np.array([labels.index(t) for t in eval_rows.targets])
-        threshold = train.threshold_for_precision(predicted, true_index, head.precision_target)
-        at_threshold = heads.classify_outputs(predicted, labels, threshold)
-        metrics["candidate_published"] = heads.classification_metrics(eval_rows.targets,
-                                                                      [o["label"] for o in at_threshold])
-        majority = Counter(train_rows.targets).most_common(1)[0][0]
-        metrics["majority"] = heads.classification_metrics(eval_rows.targets, [majority] * len(eval_rows))
-        card_extra |= {"threshold": threshold, "min_precision": head.precision_target, "majority_class": majority}
-        if head.zero_shot:
-            from lm_engine.zero_shot import classify_vectors
-
-            label_set = spec.lm.label_sets[head.zero_shot]
-            results = classify_vectors(eval_base, engine.prototypes(label_set.labels), list(label_set.labels),
-                                       label_set.min_margin)
-            metrics["zero_shot"] = heads.classification_metrics(eval_rows.targets, [r.best for r in results])
-            metrics["zero_shot_published"] = heads.classification_metrics(eval_rows.targets,
-                                                                           [r.label for r in results])
-    else:
-        residuals = np.asarray(eval_rows.targets, dtype=float) - predicted
-        tail = (1 - head.interval) / 2
-        mean = float(np.mean(train_rows.targets))
-        metrics["mean"] = heads.regression_metrics(eval_rows.targets, [mean] * len(eval_rows))
-        card_extra |= {"residual_low": float(np.quantile(residuals, tail)),
-                       "residual_high": float(np.quantile(residuals, 1 - tail)), "interval": head.interval,
-                       "train_mean": mean, "prediction_range": prediction_range(train_rows.targets)}
+    truth = target_array(head.task, rows.targets, labels)
+    trainable, excluded = consistent_mask(head, rows, base, labels, say)
+    fitted = fit_head(head, method, rows, base, labels, engine, epochs, say, trainable)
+    trained, fold_predictions, chosen = fitted.trained, fitted.fold_predictions, fitted.chosen
+    metrics, card_extra = backtest_metrics(spec, head, rows, folds, fold_predictions, truth, labels, base, engine)
     if promoted_head:
-        metrics["promoted"] = promoted_metrics(promoted_head, head, labels, engine, eval_base, eval_rows)
-
-    decision, reason = decide(head.task, metrics, promoted)
+        metrics["promoted"] = promoted_comparison(promoted, promoted_head, head, labels, engine, rows, base, folds,
+                                                  fold_predictions, truth)
+    decision, reason = decide(metric, metrics, promoted)
     say(f"{decision}: {reason}")
+    head_engine = train.head_engine(engine, trained)
     card = {
         "pipeline": spec.name, "head": name, "task": head.task, "method": method, "target": head.target,
-        "classes": head.classes, "labels": labels, "encoder_key": head_engine.model_key,
+        "classes": head.classes, "labels": labels, "metric": metric, "encoder_key": head_engine.model_key,
         "base_model_key": engine.model_key, "template_version": template_version(spec),
         "fingerprint": data_fingerprint, "settings": settings, "metrics": metrics, "decision": decision,
-        "reason": reason, "evaluation_split": {
-            "train_rows": len(fit_rows), "validation_rows": len(validation_rows), "evaluation_rows": len(eval_rows),
-            "train_from": str(train_rows.times[0]), "train_until": str(train_rows.times[-1]),
-            "evaluation_from": str(eval_rows.times[0]), "evaluation_until": str(eval_rows.times[-1])},
+        "reason": reason, "train_rows": len(rows), "train_from": str(rows.times[0]),
+        "train_until": str(rows.times[-1]),
+        "backtest": {"folds": [{"train_rows": len(f.train), "test_rows": len(f.test),
+                                "test_from": str(rows.times[f.test[0]]), "test_until": str(rows.times[f.test[-1]])}
+                               for f in folds], "rows": len(tested), "hyper_parameters": chosen},
         "training": json.loads(json.dumps(trained.info, default=str)), "code_version": code_version(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), **card_extra,
         **({"inconsistent_excluded": excluded} if head.exclude_inconsistent else {}),
     }
-    reference, card["ood_reference"] = ood_reference(train_base, spec.guard.ood_quantile)
+    card = json.loads(json.dumps(card, default=_plain))
+    reference, card["ood_reference"] = ood_reference(base, spec.guard.ood_quantile)
     card["ood_reference"]["encoder"] = engine.model_key
     weights = train.to_safetensors(trained)
+    card["weights_sha256"] = hashlib.sha256(weights).hexdigest()
     with db.connect(conninfo) as conn:
         version = models.save_version(conn, spec, name, weights, card, decision, reason, reference)
     say(f"stored as v{version} in {spec.sink.schema_}.models ({len(weights)} bytes)")
-    return TrainResult(name, decision, reason, version, metrics)
+    return TrainResult(name, decision, reason, version, card["metrics"])
 
 
-def without_inconsistent(head: Head, fit_rows: LabelledRows, fit_base: np.ndarray, labels: list[str] | None,
-                         say) -> tuple[LabelledRows, np.ndarray, int]:
-    """With ``exclude_inconsistent`` (classification), the training rows less those whose recorded class confident
-    learning on out-of-fold probabilities calls a label error (guard/inconsistent.py); else all of them."""
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers for the JSON card; anything else as text."""
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def _best_score(search: list[dict]) -> float:
+    from lm_engine.train import choose
+
+    return abs(choose(search)["score"])
+
+
+def target_array(task: str, targets: list, labels: list[str] | None) -> np.ndarray:
+    """Class indexes in ``labels`` order, or float targets."""
+    if task == "classification":
+        return np.array([labels.index(t) for t in targets])
+    return np.asarray(targets, dtype=float)
+
+
+def search_linear(task: str, base: np.ndarray, targets: list, labels, folds, metric: str, truth: np.ndarray):
+    """(best setting, search rows with their pooled out-of-fold score, that setting's per-fold predictions):
+    every setting of the linear grid backtested on the same folds, scored by ``metric``."""
+    from lm_engine import train
+
+    search, predictions = [], {}
+    tested = backtest.backtest_index(folds)
+    for i, setting in enumerate(train.hyper_parameter_grid(task)):
+        def fit_predict(fit, test, setting=setting):
+            trained = train.fit_linear(base[fit], [targets[j] for j in fit], task, labels=labels, seed=SEED,
+                                       metric=metric, hyper_parameters=setting)
+            return train.predict_from_embeddings(trained, base[test])
+
+        predictions[i] = backtest.out_of_fold(folds, fit_predict)
+        pooled = np.concatenate(predictions[i])
+        row = {**setting, "score": train.objective_score(metric, pooled, truth[tested], len(labels or []))}
+        if task == "classification":
+            row["log_loss"] = train._log_loss(pooled, truth[tested])
+        search.append(row)
+    best = train.choose(search)
+    index = search.index(best)
+    return {k: v for k, v in best.items() if k not in ("score", "log_loss")}, search, predictions[index]
+
+
+def finetune_head(engine, rows: LabelledRows, base, fit, head: Head, labels, epochs, probe, metric, say):
+    from lm_engine import train
+
+    return train.finetune(engine, [rows.texts[i] for i in fit], [rows.targets[i] for i in fit], head.task,
+                          labels=labels, epochs=epochs, learning_rate=head.learning_rate, seed=SEED, log=say,
+                          embeddings=base[fit], metric=metric, probe_hyper_parameters=probe)
+
+
+def _finetune_predict(engine, rows, base, fit, test, head, labels, epochs, probe, metric, say):
+    from lm_engine import train
+
+    trained = finetune_head(engine, rows, base, fit, head, labels, epochs, probe, metric, say)
+    vectors = train.head_engine(engine, trained).encode([rows.texts[i] for i in test]).vectors
+    return train.predict_from_embeddings(trained, np.asarray(vectors))
+
+
+def backtest_metrics(spec: PipelineSpec, head: Head, rows: LabelledRows, folds, fold_predictions, truth, labels,
+                     base, engine) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, card fields) of the out-of-fold predictions and of every reference on the same backtest rows."""
+    from lm_engine.train import objective_score
+
+    metric = head.objective
+    tested = backtest.backtest_index(folds)
+    pooled = np.concatenate(fold_predictions)
+    true = truth[tested]
+    n_classes = len(labels or [])
+    metrics: dict[str, Any] = {"objective": metric, "rows": len(tested)}
+    references: dict[str, np.ndarray] = {}
+    constant, references["best constant"] = backtest.best_constant(metric, true, n_classes)
+    previous = backtest.persistence(rows.times, truth, tested)
+    if previous is not None:
+        references["persistence"] = previous
+    card: dict[str, Any] = {}
+    if head.task == "classification":
+        answers = pooled.argmax(axis=1)
+        named = lambda index: [labels[i] for i in index]  # noqa: E731
+        metrics["candidate"] = heads.classification_metrics(named(true), named(answers), labels)
+        overall, per_fold = backtest.cross_fitted_threshold(fold_predictions, [truth[f.test] for f in folds],
+                                                            head.precision_target)
+        published, published_true = [], []
+        for fold, predicted, threshold in zip(folds[1:], fold_predictions[1:], per_fold[1:]):
+            published += [o["label"] for o in heads.classify_outputs(predicted, labels, threshold)]
+            published_true += named(truth[fold.test])
+        metrics["candidate_published"] = heads.classification_metrics(published_true, published, labels) | {
+            "calibration": "cross-fitted forward: each fold's threshold chosen on the earlier folds only"}
+        if head.zero_shot:
+            from lm_engine.zero_shot import classify_vectors
+
+            label_set = spec.lm.label_sets[head.zero_shot]
+            results = classify_vectors(base[tested], engine.prototypes(label_set.labels), list(label_set.labels),
+                                       label_set.min_margin)
+            references["zero-shot"] = np.array([labels.index(r.best) for r in results])
+            metrics["zero_shot_published"] = heads.classification_metrics(named(true), [r.label for r in results],
+                                                                          labels)
+        for reference, predicted in references.items():
+            metrics[reference] = heads.classification_metrics(named(true), named(predicted), labels)
+        metrics["best constant"]["answer"] = labels[constant]
+        card |= {"threshold": overall, "min_precision": head.precision_target,
+                 "majority_class": Counter(rows.targets).most_common(1)[0][0]}
+        candidate_answers = answers
+    else:
+        metrics["candidate"] = heads.regression_metrics(true, pooled)
+        for reference, predicted in references.items():
+            metrics[reference] = heads.regression_metrics(true, predicted)
+        metrics["best constant"]["answer"] = constant
+        residuals = true - pooled
+        tail = (1 - head.interval) / 2
+        card |= {"residual_low": float(np.quantile(residuals, tail)),
+                 "residual_high": float(np.quantile(residuals, 1 - tail)), "interval": head.interval,
+                 "train_mean": float(np.mean(rows.targets)), "prediction_range": prediction_range(rows.targets)}
+        candidate_answers = pooled
+    for name in ("candidate", *references):
+        predicted = candidate_answers if name == "candidate" else references[name]
+        scores = np.eye(n_classes)[predicted] if head.task == "classification" else predicted
+        metrics[name]["objective"] = abs(objective_score(metric, scores, true, n_classes))
+    metrics["comparisons"] = {reference: backtest.paired_bootstrap(metric, true, candidate_answers, predicted,
+                                                                   n_classes)
+                              for reference, predicted in references.items()}
+    return metrics, card
+
+
+def consistent_mask(head: Head, rows: LabelledRows, base: np.ndarray, labels: list[str] | None,
+                    say) -> tuple[np.ndarray, int]:
+    """(mask of the rows a model may learn from, how many are left out): with ``exclude_inconsistent``
+    (classification), not those whose recorded class confident learning on out-of-fold probabilities calls a
+    label error (guard/inconsistent.py); else every row. Left-out rows are still predicted and measured."""
+    mask = np.ones(len(rows), dtype=bool)
     if not head.exclude_inconsistent or head.task != "classification":
-        return fit_rows, fit_base, 0
+        return mask, 0
     from lm_insights.guard.inconsistent import consistent_rows
 
-    kept = consistent_rows(fit_base, fit_rows.targets, labels)
-    excluded = len(fit_rows) - len(kept)
-    say(f"left out {excluded} of {len(fit_rows)} training rows whose recorded {head.target} the out-of-fold model "
+    mask[:] = False
+    mask[list(consistent_rows(base, rows.targets, labels))] = True
+    excluded = int(len(rows) - mask.sum())
+    say(f"left out {excluded} of {len(rows)} training rows whose recorded {head.target} the out-of-fold model "
         "contradicts with high confidence (exclude_inconsistent)")
-    return fit_rows.take(list(kept)), fit_base[kept], excluded
+    return mask, excluded
 
 
 def ood_reference(train_base: np.ndarray, quantile: float) -> tuple[bytes, dict[str, Any]]:
@@ -336,35 +405,56 @@ def prediction_range(targets: list[float]) -> dict[str, float]:
             "train_min": low, "train_max": high}
 
 
-def promoted_metrics(promoted, head: Head, labels, engine, eval_base: np.ndarray, eval_rows: LabelledRows):
-    """The promoted version's metrics on this evaluation set; None when it predicts something else (other
-    classes or task) or reads another base encoder."""
+def promoted_comparison(promoted: int, loaded, head: Head, labels, engine, rows: LabelledRows, base, folds,
+                        fold_predictions, truth) -> dict[str, Any]:
+    """The promoted version against the candidate's out-of-fold predictions on the backtest rows newer than the
+    promoted version's training window (it was fitted on the older ones, so they cannot judge it); or why they
+    could not be compared (``comparable`` false)."""
     from lm_engine.train import predict_from_embeddings
 
-    card = promoted.card
+    card, metric = loaded.card, head.objective
     if card["task"] != head.task or card.get("labels") != labels or card.get("base_model_key") != engine.model_key:
-        return None
-    vectors = eval_base if promoted.head.method == "linear" else np.asarray(
-        promoted.engine_for(engine).encode(eval_rows.texts).vectors)
-    return evaluate(head.task, labels, predict_from_embeddings(promoted.head, vectors), eval_rows.targets)
+        return {"comparable": False, "why": "it predicts other classes or reads another encoder"}
+    until = card.get("train_until") or card.get("evaluation_split", {}).get("evaluation_until")
+    tested = backtest.backtest_index(folds)
+    pooled = np.concatenate(fold_predictions)
+    newer = [k for k, i in enumerate(tested) if until is None or str(rows.times[i]) > until]
+    if len(newer) < MIN_COMPARED_ROWS:
+        return {"comparable": False, "rows": len(newer),
+                "why": f"only {len(newer)} backtest rows are newer than its training window (until {until}); "
+                       f"at least {MIN_COMPARED_ROWS} are needed"}
+    index = tested[newer]
+    vectors = base[index] if loaded.head.method == "linear" else np.asarray(
+        loaded.engine_for(engine).encode([rows.texts[i] for i in index]).vectors)
+    predicted = predict_from_embeddings(loaded.head, vectors)
+    candidate = pooled[newer]
+    if head.task == "classification":
+        candidate, predicted = candidate.argmax(axis=1), predicted.argmax(axis=1)
+    comparison = backtest.paired_bootstrap(metric, truth[index], candidate, predicted, len(labels or []))
+    return {"comparable": True, "version": promoted, **comparison}
 
 
-def decide(task: str, metrics: dict[str, Any], promoted: int | None) -> tuple[str, str]:
-    """Promote only if the candidate beats every reference measured on the same evaluation set."""
-    figure = "accuracy" if task == "classification" else "mae"
+def decide(metric: str, metrics: dict[str, Any], promoted: int | None) -> tuple[str, str]:
+    """Promote only if the candidate beats, beyond noise (paired bootstrap on the same backtest rows), the best
+    constant answer, persistence, zero-shot and the promoted version where it can be compared."""
     candidate = metrics["candidate"]
-    references = {"majority baseline": metrics.get("majority"), "mean baseline": metrics.get("mean"),
-                  "zero-shot": metrics.get("zero_shot")}
-    if promoted:
-        references[f"promoted v{promoted}"] = metrics.get("promoted")
+    summary = f"backtest {metric} {candidate['objective']:.3f} on {metrics['rows']} out-of-fold rows"
     beaten, lost = [], []
-    for reference, other in references.items():
-        if other is None:
-            continue
-        (beaten if better(task, candidate, other) else lost).append(f"{reference} {other[figure]:.3f}")
-    summary = f"{figure} {candidate[figure]:.3f} on {candidate['rows']} evaluation rows"
+    for reference, comparison in metrics["comparisons"].items():
+        line = (f"{reference} {metrics[reference]['objective']:.3f} (difference {comparison['difference']:+.3f}, "
+                f"{comparison['confidence']:.0%} lower bound {comparison['interval'][0]:+.3f})")
+        (beaten if comparison["better"] else lost).append(line)
+    note = ""
+    against = metrics.get("promoted")
+    if promoted and against is not None:
+        if against["comparable"]:
+            line = (f"promoted v{promoted} on the {against['rows']} rows newer than its window (difference "
+                    f"{against['difference']:+.3f}, lower bound {against['interval'][0]:+.3f})")
+            (beaten if against["better"] else lost).append(line)
+        elif "rows" in against:
+            return "rejected", f"{summary}; could not compare with promoted v{promoted}: {against['why']}; keeping it"
+        else:
+            note = f"; could not compare with promoted v{promoted}: {against['why']}"
     if lost:
-        return "rejected", f"{summary} does not beat " + ", ".join(lost)
-    incomparable = " (the promoted version predicts other classes or reads another encoder)" if (
-        promoted and metrics.get("promoted") is None) else ""
-    return "promoted", f"{summary} beats " + ", ".join(beaten) + incomparable
+        return "rejected", f"{summary} is not better beyond noise than " + "; ".join(lost) + note
+    return "promoted", f"{summary} beats " + "; ".join(beaten) + note
