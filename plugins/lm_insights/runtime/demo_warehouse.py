@@ -248,19 +248,63 @@ def _long_review(rng: random.Random, product: str) -> str:
     return " ".join(sentences)
 
 
-def _regular_review(rng: random.Random, product: str) -> tuple[int, str]:
+# The wording of a regular review varies around its template (its own random stream, so ratings, products and
+# topics stay those of the seed): synonyms, an opener and a closing sentence of the same sentiment. A head then has
+# to learn sentiment, not recognise the 24 templates.
+REVIEW_SYNONYMS = {
+    "Excellent": ("Superb", "Outstanding", "Top"), "Great": ("Really good", "Fantastic", "Lovely"),
+    "Really": ("Very", "Truly"), "perfectly": ("flawlessly", "just right"), "Fast": ("Quick", "Speedy"),
+    "quick": ("speedy", "prompt"), "Good": ("Decent", "Solid"), "Terrible": ("Awful", "Dreadful", "Horrible"),
+    "Poor": ("Bad", "Shoddy", "Lousy"), "disappointed": ("let down", "unhappy", "annoyed"),
+    "Cheap": ("Flimsy", "Low-grade"), "slow": ("sluggish", "painfully slow"), "late": ("overdue", "behind"),
+    "damaged": ("dented", "crushed", "broken"), "okay": ("fine", "alright", "so-so"),
+    "Average": ("Middling", "Ordinary", "Mediocre"), "expensive": ("pricey", "costly"),
+    "Overpriced": ("Too pricey", "Not good value"), "recommend": ("suggest", "endorse"),
+}
+REVIEW_OPENERS = {
+    "positive": ("", "", "Honestly, ", "So happy with this. ", "Update after {weeks} weeks: ", "Wow. "),
+    "neutral": ("", "", "Mixed feelings. ", "Well, ", "After {weeks} weeks: ", "Hmm. "),
+    "negative": ("", "", "Ugh. ", "Sadly, ", "Warning: ", "Update after {days} days: "),
+}
+REVIEW_CLOSINGS = {
+    "positive": ("Would buy again.", "My {relative} loves it too.", "Five stars from me.",
+                 "No complaints after {weeks} weeks.", "Already ordered a second one.", "Thank you!"),
+    "neutral": ("It does the job.", "Might buy again, might not.", "Nothing to write home about.",
+                "Three stars feels right.", "My {relative} is not convinced either way."),
+    "negative": ("Would not buy again.", "Stay away.", "I asked for a refund after {days} days.",
+                 "One star is generous.", "My {relative} warned me and was right.", "Never again."),
+}
+RELATIVES = ("wife", "husband", "son", "daughter", "mother", "father", "flatmate", "neighbour")
+
+
+def _reworded(wording: random.Random, sentiment: str, text: str) -> str:
+    """The template's text with some words swapped for synonyms, an opener and a closing sentence."""
+    words = [wording.choice(REVIEW_SYNONYMS[w]) if w in REVIEW_SYNONYMS and wording.random() < 0.5 else w
+             for w in text.split(" ")]
+    text = " ".join(words)
+    opener = wording.choice(REVIEW_OPENERS[sentiment])
+    if opener and not opener.endswith(". ") and not opener.endswith(": "):
+        text = text[0].lower() + text[1:]
+    closing = wording.choice(REVIEW_CLOSINGS[sentiment]) if wording.random() < 0.6 else ""
+    filled = {"weeks": wording.randint(2, 12), "days": wording.randint(2, 20), "relative": wording.choice(RELATIVES)}
+    return f"{opener.format(**filled)}{text} {closing.format(**filled)}".strip()
+
+
+def _regular_review(rng: random.Random, product: str, wording: random.Random) -> tuple[int, str]:
     if rng.random() < AMBIGUOUS_SHARE:
         rating, text = rng.choice(AMBIGUOUS_REVIEWS)
         return rating, text.format(product=product)
     rating = rng.choices(list(RATING_WEIGHTS), weights=list(RATING_WEIGHTS.values()))[0]
     sentiment = "positive" if rating >= 4 else "negative" if rating <= 2 else "neutral"
     topic = rng.choices(TOPICS, weights=TOPIC_WEIGHTS)[0]
-    return rating, rng.choice(REVIEW_TEMPLATES[sentiment][topic]).format(product=product)
+    template = rng.choice(REVIEW_TEMPLATES[sentiment][topic]).format(product=product)
+    return rating, _reworded(wording, sentiment, template)
 
 
 def reviews_of_day(day: dt.date, reviews_per_day: int, seed: int) -> list[tuple]:
     """The ``reviews`` rows of one day, the mess included."""
     rng = random.Random(f"{seed}:reviews:{day.isoformat()}")
+    wording = random.Random(f"{seed}:wording:{day.isoformat()}")
     products = [p[0] for p in PRODUCTS]
     rows: list[tuple] = []
 
@@ -274,7 +318,7 @@ def reviews_of_day(day: dt.date, reviews_per_day: int, seed: int) -> list[tuple]
 
     for _ in range(reviews_per_day):
         product_id = rng.choice(products)
-        add(product_id, *_regular_review(rng, NAMES[product_id]))
+        add(product_id, *_regular_review(rng, NAMES[product_id], wording))
     duplicates = rng.sample(rows, min(MESSY_REVIEWS["duplicates"], len(rows)))  # of regular reviews only
     add_from(CHINESE_REVIEWS, MESSY_REVIEWS["chinese"])
     add_from(EMOJI_REVIEWS, MESSY_REVIEWS["emoji"])
