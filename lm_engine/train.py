@@ -133,7 +133,7 @@ def objective_score(metric: str, predictions: np.ndarray, truth: np.ndarray, n_c
     raise ValueError(f"metric {metric!r}: valid are {', '.join(CLASSIFICATION_METRICS + REGRESSION_METRICS)}")
 
 
-def _log_loss(probabilities, truth):
+def log_loss(probabilities, truth):
     return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-12, None))))
 
 
@@ -207,7 +207,7 @@ def fit_linear(embeddings: np.ndarray, targets: Sequence, task: str, *, labels: 
             predictions = predict_from_embeddings(TrainedHead(task, "linear", labels, fit(setting), None), val_x)
             row = {**setting, "score": objective_score(metric, predictions, val_y, len(labels or []))}
             if task == CLASSIFICATION:  # ties on the metric go to the better-calibrated head
-                row["log_loss"] = _log_loss(predictions, val_y)
+                row["log_loss"] = log_loss(predictions, val_y)
             search.append(row)
             log(f"linear: {setting} validation {metric} {abs(row['score']):.4f}")
         best = {k: v for k, v in choose(search).items() if k not in ("score", "log_loss")}

@@ -18,15 +18,16 @@ def test_bundled_reviews_load_clean_and_in_date_order():
 
 def test_split_is_by_date_and_never_overlaps():
     rows = quality.load_reviews()
-    train, validation, test = quality.split_by_date(rows)
-    assert len(train) + len(validation) + len(test) == len(rows)
+    train, test = quality.split_by_date(rows)
+    assert len(train) + len(test) == len(rows)
     assert len(test) == round(len(rows) * quality.TEST_SHARE)
-    assert train[-1][0] <= validation[0][0] and validation[-1][0] <= test[0][0]
-    bounded, validation_b, test_b = quality.split_by_date(rows, max_train=100)
-    assert bounded == train[-100:] and validation_b == validation and test_b == test
+    assert train[-1][0] <= test[0][0]
+    bounded, test_b = quality.split_by_date(rows, max_train=100)
+    assert bounded == train[-100:] and test_b == test
 
 
 def test_evaluate_matches_a_hand_computation():
+    assert quality.evaluate(None, None, p_test_of_four(), np.array([0, 1, 0, 0]), 2, 0.9)["coverage"] is None
     # validation: top probabilities .9 ok, .8 ok, .7 wrong, .6 ok -> precision >= .9 needs threshold .8
     p_val = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])
     y_val = np.array([0, 1, 1, 1])
@@ -38,3 +39,7 @@ def test_evaluate_matches_a_hand_computation():
     assert figures["accuracy"] == 0.75 and figures["coverage"] == 0.5 and figures["precision_covered"] == 1.0
     # macro-F1: class 0 has tp 2, fp 0, fn 1 -> 0.8; class 1 tp 1, fp 1, fn 0 -> 2/3
     assert abs(figures["macro_f1"] - (0.8 + 2 / 3) / 2) < 1e-12
+
+
+def p_test_of_four():
+    return np.array([[0.95, 0.05], [0.15, 0.85], [0.3, 0.7], [0.55, 0.45]])

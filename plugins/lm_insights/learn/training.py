@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,7 +275,7 @@ def search_linear(task: str, base: np.ndarray, targets: list, labels, folds, met
         pooled = np.concatenate(predictions[i])
         row = {**setting, "score": train.objective_score(metric, pooled, truth[tested], len(labels or []))}
         if task == "classification":
-            row["log_loss"] = train._log_loss(pooled, truth[tested])
+            row["log_loss"] = train.log_loss(pooled, truth[tested])
         search.append(row)
     best = train.choose(search)
     index = search.index(best)
