@@ -240,6 +240,41 @@ def train_head(spec: PipelineSpec, conninfo: str, name: str, options: TrainOptio
     return TrainResult(name, decision, reason, version, card["metrics"])
 
 
+@dataclass
+class FittedHead:
+    trained: Any  # lm_engine.train.TrainedHead, refit on every trainable row
+    folds: list[backtest.Fold]
+    fold_predictions: list[np.ndarray]  # out-of-fold outputs per fold (probabilities or values)
+    chosen: dict[str, Any]  # the linear hyper-parameters the backtest chose (the finetune probe's too)
+    search: list[dict[str, Any]]
+
+
+def fit_head(head: Head, method: str, rows: LabelledRows, base: np.ndarray, labels: list[str] | None, engine,
+             epochs: int, say=lambda message: None, trainable: np.ndarray | None = None) -> FittedHead:
+    """What ``lm-insights train`` fits, without the database: the rolling-origin backtest that chooses the
+    hyper-parameters on ``head.objective``, its out-of-fold predictions, and the head refit on every row
+    (``trainable``: a mask of the rows a model may learn from; every row is still predicted and measured)."""
+    from lm_engine import train
+
+    metric = head.objective
+    folds = backtest.rolling_folds(rows.times, head.evaluation_share, BACKTEST_FOLDS)
+    trainable = np.ones(len(rows), dtype=bool) if trainable is None else trainable
+    learning = [backtest.Fold(fold.train[trainable[fold.train]], fold.test) for fold in folds]
+    truth = target_array(head.task, rows.targets, labels)
+    chosen, search, fold_predictions = search_linear(head.task, base, rows.targets, labels, learning, metric, truth)
+    say(f"backtest chose {chosen}: out-of-fold {metric} {_best_score(search):.4f}")
+    every = np.flatnonzero(trainable)
+    if method == "linear":
+        trained = train.fit_linear(base[every], [rows.targets[i] for i in every], head.task, labels=labels,
+                                   seed=SEED, metric=metric, hyper_parameters=chosen, log=say)
+        trained.info["search"] = search
+    else:
+        fold_predictions = backtest.out_of_fold(learning, lambda fit, test: _finetune_predict(
+            engine, rows, base, fit, test, head, labels, epochs, chosen, metric, say))
+        trained = finetune_head(engine, rows, base, every, head, labels, epochs, chosen, metric, say)
+    return FittedHead(trained, folds, fold_predictions, chosen, search)
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars as Python numbers for the JSON card; anything else as text."""
     return value.item() if isinstance(value, np.generic) else str(value)
