@@ -83,7 +83,7 @@ def test_head_targets_are_kept_in_the_rows_table(tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["train", "nope"], "unknown pipeline 'nope'; known: ['customer_reviews', 'product_sales']"),
+    (["train", "nope"], "unknown pipeline 'nope'; known: ['customer_reviews', 'market_risk', 'product_sales', 'shipments']"),
     (["train", "product_sales"], "product_sales declares no heads: add one under lm.heads in"),
     (["train", "customer_reviews", "--head", "mood"], "customer_reviews has no head mood; its heads: "
                                                       "['learned_sentiment']"),
