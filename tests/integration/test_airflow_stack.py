@@ -239,6 +239,8 @@ def test_trigger_form_in_the_browser_starts_a_dry_run(api, warehouse):
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            # logged in as the admin (the UI reads the token from this cookie, as after its login form)
+            page.context.add_cookies([{"name": "_token", "value": api.token(), "url": api.api_url}])
             page.set_default_timeout(60_000)
             page.goto(f"{api.api_url}/dags/{PIPELINE}", wait_until="networkidle")
             page.get_by_role("button", name="Trigger").first.click()
