@@ -357,6 +357,10 @@ def check_findings(spec, rows: pd.DataFrame, findings: pd.DataFrame, drivers: pd
         assert math.isclose(f["q_value"], want, rel_tol=1e-9, abs_tol=1e-300), (f["subject"], f["q_value"], want)
     minimum = spec.insights.min_effect
     by_field = drivers.set_index("field")
+    by_construction = {name for name, head in spec.lm.heads.items() if head.target == spec.target}
+    assert not [f["subject"] for _, f in findings.iterrows()
+                if f["kind"] == "segment" and f["subject"].split(" = ", 1)[0] in by_construction], \
+        "a head trained on the target splits it by construction: no finding"
     for _, f in findings.iterrows():
         if f["kind"] == "driver" and " | " not in f["subject"]:
             d = by_field.loc[f["subject"]]

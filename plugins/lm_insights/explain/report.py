@@ -66,10 +66,12 @@ def findings_text(findings: list[Finding] | None, schema: str, name: str, shown:
         return ["Nothing stands out: no figure was tested in this partition."]
     if not significant:
         return [f"Nothing stands out: none of the {len(findings)} figures tested is significant.", SIGNIFICANCE]
-    rows = [(f.rank, f.kind, f.sentence, f.effect, f.effect_measure, f.interval(), f.q_value, f.n)
-            for f in significant[:shown]]
-    return ["Headline findings (significant, strongest first):",
-            table(["rank", "kind", "finding", "effect", "measure", "95% CI", "q", "n"], rows),
+    # a numbered list, not a table: a sentence is too long for a column that every other row is padded to
+    lines = [f"{f.rank}. [{f.kind}] {f.sentence} ({f.effect_measure}"
+             + (f" {f.effect:.3g}" if f.effect is not None else "")
+             + (f", 95% CI {f.interval()}" if f.interval() else "")
+             + (f", q = {f.q_value:.2g}" if f.q_value is not None else "") + ")" for f in significant[:shown]]
+    return ["Headline findings (significant, strongest first):", *lines,
             f"{len(findings) - len(significant)} other figures tested are not significant. {SIGNIFICANCE}"]
 
 

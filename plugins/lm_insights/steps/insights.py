@@ -241,11 +241,16 @@ def driver_candidates(spec: PipelineSpec, conn, partition: Partition) -> list[Fi
 
 
 def segment_candidates(spec: PipelineSpec, conn, partition: Partition) -> list[Finding]:
-    """Each segment value's target mean against the other rows', from staging ``segments``."""
+    """Each segment value's target mean against the other rows', from staging ``segments``. A head trained to
+    predict the target splits it by construction: how well it does is measured in ``<pipeline>_quality``, not
+    published as a finding."""
     candidates = []
+    by_construction = {f"label:{name}" for name, head in spec.lm.heads.items() if head.target == spec.target}
     for segment, (values, groups) in segment_groups(conn, staging_table(spec, partition, "segments"),
                                                      spec.target).items():
         if segment == CLUSTER_SEGMENT:  # clusters are told as separated groups or not at all (cluster_candidates)
+            continue
+        if segment in by_construction:
             continue
         candidates += findings.segment_findings(segment.split(":", 1)[-1], spec.target, list(values), groups,
                                                 spec.insights.min_group_rows)
