@@ -67,7 +67,7 @@ def test_a_planted_near_duplicate_comes_back_first(warehouse_conninfo):
     assert first_key(similar_command("customer_reviews", paraphrase, "--limit", "2")) in (990001, 990002)
     unknown = similar_command("nope", "anything")
     assert unknown.returncode == 1
-    assert "lm-insights similar: unknown pipeline 'nope'; known: ['customer_reviews', 'product_sales']" in unknown.stderr
+    assert "lm-insights similar: unknown pipeline 'nope'; known: ['customer_reviews', 'market_risk', 'product_sales', 'shipments']" in unknown.stderr
     missing = similar_command("customer_reviews", "review_id=424242")
     assert missing.returncode == 1 and "lm-insights similar: customer_reviews: no row with review_id=424242" in \
         missing.stderr
