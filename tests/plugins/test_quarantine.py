@@ -30,7 +30,7 @@ SPEC = PipelineSpec.model_validate({
     "insights": {"metrics": ["price"], "segments": [{"by_column": "note"}]},
 })
 # staging step -> its columns after partition_start (what the insights step leaves, cut to what load reads)
-AGGREGATE_STEPS = ("segments", "drivers", "rules", "clusters", "explanations")
+AGGREGATE_STEPS = ("segments", "drivers", "rules", "clusters", "explanations", "findings")
 
 
 def stage_run(conninfo: str, partition: Partition, version: str) -> None:
