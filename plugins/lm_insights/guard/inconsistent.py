@@ -41,7 +41,9 @@ def label_issues(labels, probabilities) -> np.ndarray:
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:  # one recorded class: nothing to contradict it with
         return np.zeros(len(labels), dtype=bool)
-    return np.asarray(find_label_issues(labels, np.asarray(probabilities, dtype=np.float64)), dtype=bool)
+    # n_jobs=1: cleanlab otherwise forks a multiprocessing pool from a process that holds torch's and Airflow's
+    # threads, and a forked child can wait forever on a lock one of them held (seen: a test run hung for 15 min)
+    return np.asarray(find_label_issues(labels, np.asarray(probabilities, dtype=np.float64), n_jobs=1), dtype=bool)
 
 
 def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, n_classes: int,

@@ -77,7 +77,7 @@ def run(args) -> dict:
         probabilities = out_of_fold_probabilities(train_x, noisy, len(classes), seed=seed)
         ours = label_issues(noisy, probabilities)
         found = {methods[0]: ours,
-                 methods[1]: find_label_issues(noisy, probabilities, filter_by="confident_learning"),
+                 methods[1]: find_label_issues(noisy, probabilities, filter_by="confident_learning", n_jobs=1),
                  methods[2]: probabilities.argmax(axis=1) != noisy}
         for method, mask in found.items():
             results[method].append(precision_recall(np.asarray(mask, dtype=bool), planted))
